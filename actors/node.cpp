@@ -1,0 +1,150 @@
+#include "actors/node.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+#include <boost/asio/signal_set.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/client_session.hpp"
+#include "actors/location_registry.hpp"
+#include "actors/node_context.hpp"
+#include "net/logging.hpp"
+#include "net/tcp_server.hpp"
+
+namespace asio = boost::asio;
+
+namespace herd {
+
+namespace {
+
+std::string env_or_empty(const std::string& name) {
+  if (name.empty())
+    return {};
+  const char* v = std::getenv(name.c_str());
+  return v != nullptr ? std::string(v) : std::string{};
+}
+
+} // namespace
+
+int run_node(const node_options& opts) {
+  const auto& cfg = opts.cfg;
+  const auto& self_addr = cfg.servers.at(opts.name);
+
+  try {
+    log::open(cfg.log_dir, opts.name);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "herd-node: %s\n", e.what());
+    return 1;
+  }
+  HERD_LOG_INFO("node {} starting: config {}, {} scheduler threads, {} io "
+                "threads, {} registry shard(s)",
+                opts.name, opts.config_origin, cfg.threads, cfg.io_threads,
+                cfg.registry_shards);
+
+  caf::actor_system_config sys_cfg;
+  sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.threads));
+  sys_cfg.add_message_types<caf::id_block::herd>();
+  caf::actor_system sys{sys_cfg};
+  // Shutdown does not wait for sessions: see the end of this function.
+  sys.await_actors_before_shutdown(false);
+
+  net::io_pool pool(cfg.io_threads);
+
+  auto ctx = std::make_shared<node_context>();
+  ctx->server_name = opts.name;
+  ctx->log_messages = cfg.log_messages;
+  for (uint32_t i = 0; i < cfg.registry_shards; ++i)
+    ctx->registry_shards.push_back(sys.spawn(location_registry));
+
+  net::places_settings places;
+  places.endpoint = cfg.places.endpoint;
+  places.api_key = env_or_empty(cfg.places.key_env);
+  places.ca_file = cfg.places.ca_file;
+  places.timeout = std::chrono::milliseconds(cfg.places.timeout_ms);
+  if (places.api_key.empty())
+    HERD_LOG_WARN("places: environment variable {} is not set; upstream will "
+                  "answer REQUEST_DENIED",
+                  cfg.places.key_env);
+  try {
+    ctx->places = std::make_shared<net::places_client>(pool.at(0),
+                                                       std::move(places));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "herd-node: %s: key \"places\": %s\n",
+                 opts.config_origin.c_str(), e.what());
+    HERD_LOG_ERROR("places client: {}", e.what());
+    log::close();
+    return 2;
+  }
+  HERD_LOG_INFO("places: {} API at {}", cfg.places.api,
+                ctx->places->endpoint());
+
+  net::connection_limits limits;
+  limits.max_line_bytes = cfg.limits.max_line_bytes;
+  limits.max_pending_lines = cfg.limits.max_pending_lines;
+  limits.max_output_bytes = cfg.limits.max_output_bytes;
+  const uint32_t max_connections = cfg.limits.max_connections;
+
+  asio::io_context main_ctx(1);
+  asio::signal_set signals(main_ctx, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (!ec)
+      HERD_LOG_INFO("node {} stopping on signal {}", opts.name, sig);
+  });
+  std::atomic<uint64_t> next_id{1};
+  auto open_connections = std::make_shared<std::atomic<uint32_t>>(0);
+  std::shared_ptr<net::listener> server;
+  try {
+    asio::ip::tcp::endpoint where(asio::ip::make_address(self_addr.host),
+                                  self_addr.port);
+    server = std::make_shared<net::listener>(
+      pool.at(0), pool, where,
+      [&sys, ctx, limits, &next_id, open_connections,
+       max_connections](asio::ip::tcp::socket socket) {
+        auto id = next_id.fetch_add(1, std::memory_order_relaxed);
+        if (open_connections->load() >= max_connections) {
+          HERD_LOG_WARN("client#{} refused: {} connections open (limit)", id,
+                        max_connections);
+          return; // the socket closes as it goes out of scope
+        }
+        ++*open_connections;
+        auto conn = std::make_shared<net::connection>(std::move(socket),
+                                                      limits, id);
+        auto session = sys.spawn(client_session, conn, ctx);
+        // Count the connection down when its session ends.
+        session->attach_functor([open_connections] { --*open_connections; });
+        conn->start(make_session_forwarder(session));
+      });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "herd-node: cannot listen on %s:%u: %s\n",
+                 self_addr.host.c_str(), self_addr.port, e.what());
+    HERD_LOG_ERROR("cannot listen on {}:{}: {}", self_addr.host,
+                   self_addr.port, e.what());
+    log::close();
+    return 1;
+  }
+  server->start();
+  pool.start();
+  HERD_LOG_INFO("node {} listening on {}:{}", opts.name, self_addr.host,
+                server->port());
+
+  main_ctx.run();
+
+  server->stop();
+  pool.stop();
+  for (auto& shard : ctx->registry_shards)
+    caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+  HERD_LOG_INFO("node {} stopped", opts.name);
+  log::close();
+  // Everything durable (the log) is flushed. The registry lives in memory
+  // only, and the kernel closes every socket; tearing down thousands of
+  // sessions one by one would only delay the exit an operator asked for.
+  std::fflush(nullptr);
+  std::_Exit(0);
+}
+
+} // namespace herd

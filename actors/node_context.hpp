@@ -1,0 +1,37 @@
+// What every session needs from its node, fixed once the node has started.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/interfaces.hpp"
+#include "net/places_client.hpp"
+
+namespace herd {
+
+struct node_context {
+  std::string server_name;
+  std::vector<location_registry_actor> registry_shards;
+  std::shared_ptr<net::places_client> places;
+  bool log_messages = true;
+
+  /// The shard that owns `client_id`: every message about one client goes
+  /// through one mailbox, which is what keeps its order explicit.
+  const location_registry_actor& shard_for(std::string_view client_id) const {
+    if (registry_shards.size() == 1)
+      return registry_shards.front();
+    return registry_shards[std::hash<std::string_view>{}(client_id)
+                           % registry_shards.size()];
+  }
+
+  size_t shard_index(std::string_view client_id) const {
+    if (registry_shards.size() == 1)
+      return 0;
+    return std::hash<std::string_view>{}(client_id) % registry_shards.size();
+  }
+};
+
+} // namespace herd

@@ -1,0 +1,89 @@
+#include "actors/places_request.hpp"
+
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "net/logging.hpp"
+#include "net/places_json.hpp"
+
+namespace herd {
+
+std::string make_whatsat_reply(const std::string& at_line,
+                               const net::fetch_result& result, int bound,
+                               std::string& summary) {
+  std::string json;
+  if (!result.ok) {
+    summary = "upstream failed: " + result.error;
+    json = places::unknown_error_json("Places request failed: " + result.error);
+  } else if (result.http_status >= 500) {
+    summary = "upstream answered HTTP " + std::to_string(result.http_status);
+    json = places::unknown_error_json("Places upstream answered HTTP "
+                                      + std::to_string(result.http_status));
+  } else {
+    // 2xx and 4xx bodies both carry Google's status: pass it through.
+    std::string why;
+    if (auto cut = places::cut_results(result.body, bound, why)) {
+      json = std::move(*cut);
+      summary = "HTTP " + std::to_string(result.http_status) + ", "
+                + std::to_string(result.body.size()) + " bytes";
+    } else {
+      summary = "unusable body (HTTP " + std::to_string(result.http_status)
+                + "): " + why;
+      json = places::unknown_error_json(
+        "Places upstream sent an unusable body (HTTP "
+        + std::to_string(result.http_status) + "): " + why);
+    }
+  }
+  std::string reply;
+  reply.reserve(at_line.size() + json.size() + 3);
+  reply += at_line;
+  reply += '\n';
+  reply += json;
+  reply += "\n\n";
+  return reply;
+}
+
+places_request_actor::behavior_type
+places_request(places_request_actor::stateful_pointer<places_request_state> self,
+               client_session_actor session, uint64_t seq,
+               std::string at_line, places_query query,
+               std::shared_ptr<const node_context> node, std::string log_name) {
+  auto& st = self->state;
+  st.session = std::move(session);
+  st.seq = seq;
+  st.at_line = std::move(at_line);
+  st.query = std::move(query);
+  st.node = std::move(node);
+  st.log_name = std::move(log_name);
+  st.started = std::chrono::steady_clock::now();
+  // The completion runs on an io thread: it only forwards to this actor.
+  st.node->places->nearby_search(
+    st.query.latitude, st.query.longitude, st.query.radius_m,
+    [handle = caf::actor_cast<places_request_actor>(self)](net::fetch_result r) {
+      caf::anon_send(handle, fetched_atom::value, std::move(r));
+    });
+  return {
+    [self](fetched_atom, net::fetch_result& result) {
+      auto& req = self->state;
+      std::string summary;
+      auto reply = make_whatsat_reply(req.at_line, result, req.query.bound,
+                                      summary);
+      auto ms = std::chrono::duration<double, std::milli>(
+                  std::chrono::steady_clock::now() - req.started)
+                  .count();
+      if (result.ok && result.http_status < 500)
+        HERD_LOG_INFO("{} places: {} in {:.1f} ms", req.log_name, summary, ms);
+      else
+        HERD_LOG_WARN("{} places: {} after {:.1f} ms", req.log_name, summary,
+                      ms);
+      if (req.node->log_messages)
+        HERD_LOG_INFO("{} out: {} + Places JSON ({} bytes)", req.log_name,
+                      log::escape(req.at_line),
+                      reply.size() - req.at_line.size() - 3);
+      self->send(req.session, places_atom::value, req.seq, std::move(reply));
+      self->quit();
+    },
+  };
+}
+
+} // namespace herd

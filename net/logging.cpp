@@ -1,0 +1,78 @@
+#include "net/logging.hpp"
+
+#include <filesystem>
+
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+namespace herd::log {
+
+namespace {
+
+// Big enough to ride out bursts of per-message logging; when it is full the
+// caller waits instead of dropping lines (the log is the audit trail).
+constexpr size_t queue_items = 1 << 16;
+
+} // namespace
+
+void open(const std::string& dir, const std::string& server) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    throw std::runtime_error("cannot create log directory " + dir + ": "
+                             + ec.message());
+  auto path = (fs::path(dir) / (server + ".log")).string();
+  try {
+    spdlog::init_thread_pool(queue_items, 1);
+    auto logger = spdlog::basic_logger_mt<spdlog::async_factory_impl<
+      spdlog::async_overflow_policy::block>>(server, path);
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f%z %l %v");
+    logger->flush_on(spdlog::level::warn);
+    spdlog::set_default_logger(logger);
+    spdlog::flush_every(std::chrono::seconds(1));
+  } catch (const spdlog::spdlog_ex& e) {
+    throw std::runtime_error("cannot open log file " + path + ": " + e.what());
+  }
+}
+
+void open_stderr() {
+  auto logger = spdlog::stderr_color_mt("stderr");
+  spdlog::set_default_logger(logger);
+}
+
+void close() {
+  if (auto logger = spdlog::default_logger())
+    logger->flush();
+  spdlog::shutdown();
+}
+
+bool needs_escape(std::string_view text) noexcept {
+  for (unsigned char c : text)
+    if (c < 0x20 || c == 0x7f || c == '\\')
+      return true;
+  return false;
+}
+
+std::string escape(std::string_view text) {
+  if (!needs_escape(text))
+    return std::string(text);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (unsigned char c : text) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+} // namespace herd::log

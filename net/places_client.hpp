@@ -1,0 +1,80 @@
+// An asynchronous HTTP/1.1 client for Places Nearby Search on Boost.Beast, for
+// plain HTTP and for HTTPS with peer and host-name verification, SNI, and one
+// deadline over resolve, connect, handshake, write and read. It knows nothing
+// of actors: the completion runs on an io_context thread and the caller
+// forwards it (anon_send) to the actor that owns the work.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+
+namespace herd::net {
+
+/// A parsed http:// or https:// URL.
+struct url {
+  bool tls = false;
+  std::string host;   ///< host name or address, without brackets
+  std::string port;   ///< explicit or the scheme's default
+  std::string target; ///< path plus query, at least "/"
+};
+
+/// Parses an absolute http(s) URL; returns false with `why` set on error.
+bool parse_url(std::string_view text, url& out, std::string& why);
+
+/// Percent-encodes a query value (RFC 3986 unreserved bytes stay as they are).
+std::string url_encode(std::string_view value);
+
+/// Replaces the value of every `key=` query parameter with `REDACTED`, so a
+/// URL can be logged without the API key.
+std::string redact_key(std::string_view target);
+
+struct places_settings {
+  std::string endpoint; ///< full URL of the Nearby Search endpoint
+  std::string api_key;  ///< never logged, never in an error message
+  std::string ca_file;  ///< PEM of a private CA; empty: system store
+  std::chrono::milliseconds timeout{5000};
+};
+
+/// What came back from one upstream call. `ok` means an HTTP response was
+/// read (whatever its status code); otherwise `error` names the failed step
+/// ("resolve", "connect", "TLS handshake", "write", "read", "timeout") and
+/// the reason, never the key.
+struct fetch_result {
+  bool ok = false;
+  int http_status = 0;
+  std::string body;
+  std::string error;
+};
+
+class places_client {
+public:
+  using callback = std::function<void(fetch_result)>;
+
+  /// Fails (throws std::runtime_error with a clear message) on a bad
+  /// endpoint URL or an unreadable ca_file.
+  places_client(boost::asio::io_context& ioc, places_settings settings);
+  ~places_client();
+
+  places_client(const places_client&) = delete;
+  places_client& operator=(const places_client&) = delete;
+
+  /// Starts `GET <endpoint>?location=<lat>,<lng>&radius=<radius_m>&key=<key>`.
+  /// `lat` and `lng` are decimal text (a leading '+' is dropped). `done` runs
+  /// exactly once, on a thread of the io_context.
+  void nearby_search(std::string_view lat, std::string_view lng,
+                     std::string_view radius_m, callback done);
+
+  /// The endpoint as it may be logged (no key).
+  const std::string& endpoint() const noexcept;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace herd::net

@@ -1,0 +1,325 @@
+#include "net/tcp_server.hpp"
+
+#include <cstring>
+#include <ctime>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace herd::net {
+
+int64_t realtime_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+const char* to_string(close_reason r) {
+  switch (r) {
+    case close_reason::finished:
+      return "finished";
+    case close_reason::peer_reset:
+      return "peer reset or vanished";
+    case close_reason::line_too_long:
+      return "line too long";
+    case close_reason::slow_reader:
+      return "slow reader (output limit)";
+    case close_reason::server_close:
+      return "closed by server";
+  }
+  return "unknown";
+}
+
+// -- io_pool ----------------------------------------------------------------
+
+io_pool::io_pool(size_t size) {
+  if (size == 0)
+    size = 1;
+  for (size_t i = 0; i < size; ++i) {
+    contexts_.push_back(std::make_unique<asio::io_context>(1));
+    guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
+  }
+}
+
+io_pool::~io_pool() {
+  stop();
+}
+
+asio::io_context& io_pool::next() {
+  return *contexts_[next_.fetch_add(1, std::memory_order_relaxed)
+                    % contexts_.size()];
+}
+
+void io_pool::start() {
+  for (auto& ctx : contexts_)
+    threads_.emplace_back([c = ctx.get()] { c->run(); });
+}
+
+void io_pool::stop() {
+  for (auto& ctx : contexts_)
+    ctx->stop();
+  for (auto& t : threads_)
+    if (t.joinable())
+      t.join();
+  threads_.clear();
+}
+
+// -- connection ---------------------------------------------------------------
+
+namespace {
+
+/// One read buffer per io thread: an idle connection holds no buffer at all,
+/// only its partial line, which is what keeps idle connections cheap.
+constexpr size_t read_buffer_size = 64 * 1024;
+
+char* thread_read_buffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[read_buffer_size]);
+  return buf.get();
+}
+
+} // namespace
+
+connection::connection(tcp::socket socket, connection_limits limits,
+                       uint64_t id)
+  : socket_(std::move(socket)), limits_(limits), id_(id) {
+  boost::system::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  if (!ec)
+    remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+  socket_.non_blocking(true, ec);
+  socket_.set_option(tcp::no_delay(true), ec);
+}
+
+connection::~connection() = default;
+
+void connection::start(std::shared_ptr<connection_handler> handler) {
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this(), h = std::move(handler)]() mutable {
+               self->handler_ = std::move(h);
+               self->wait_readable();
+             });
+}
+
+void connection::wait_readable() {
+  if (closed_ || reading_ || read_eof_)
+    return;
+  if (pending_lines_ >= limits_.max_pending_lines)
+    return; // resumed by do_send once replies catch up
+  reading_ = true;
+  socket_.async_wait(tcp::socket::wait_read,
+                     [self = shared_from_this()](
+                       const boost::system::error_code& ec) {
+                       self->on_readable(ec);
+                     });
+}
+
+void connection::on_readable(const boost::system::error_code& ec) {
+  reading_ = false;
+  if (closed_)
+    return;
+  if (ec) {
+    do_close(close_reason::peer_reset);
+    return;
+  }
+  char* buf = thread_read_buffer();
+  boost::system::error_code rec;
+  size_t n = socket_.read_some(asio::buffer(buf, read_buffer_size), rec);
+  if (rec == asio::error::would_block || rec == asio::error::try_again) {
+    wait_readable();
+    return;
+  }
+  if (rec == asio::error::eof) {
+    read_eof_ = true;
+    if (!partial_.empty()) {
+      // A last line without '\n' before the half-close still counts.
+      std::string last;
+      last.swap(partial_);
+      auto size = static_cast<uint32_t>(last.size());
+      ++pending_lines_;
+      handler_->on_lines(std::move(last), {size}, realtime_ns());
+    }
+    handler_->on_eof();
+    return;
+  }
+  if (rec) {
+    do_close(close_reason::peer_reset);
+    return;
+  }
+  deliver(buf, n, realtime_ns());
+  if (!closed_)
+    wait_readable();
+}
+
+void connection::deliver(const char* data, size_t size, int64_t now_ns) {
+  std::string bytes;
+  std::vector<uint32_t> ends;
+  const char* end = data + size;
+  const char* pos = data;
+  while (pos < end) {
+    auto* nl = static_cast<const char*>(std::memchr(pos, '\n', end - pos));
+    if (nl == nullptr)
+      break;
+    size_t len = static_cast<size_t>(nl - pos);
+    if (partial_.size() + len > limits_.max_line_bytes) {
+      do_close(close_reason::line_too_long);
+      return;
+    }
+    if (bytes.empty() && ends.empty())
+      bytes.reserve(partial_.size() + static_cast<size_t>(end - pos));
+    if (!partial_.empty()) {
+      bytes += partial_;
+      partial_.clear();
+      partial_.shrink_to_fit();
+    }
+    bytes.append(pos, len);
+    ends.push_back(static_cast<uint32_t>(bytes.size()));
+    pos = nl + 1;
+  }
+  if (pos < end) {
+    if (partial_.size() + static_cast<size_t>(end - pos)
+        > limits_.max_line_bytes) {
+      do_close(close_reason::line_too_long);
+      return;
+    }
+    partial_.append(pos, end);
+  }
+  if (!ends.empty()) {
+    pending_lines_ += static_cast<uint32_t>(ends.size());
+    handler_->on_lines(std::move(bytes), std::move(ends), now_ns);
+  }
+}
+
+void connection::send(std::string bytes, uint32_t answered) {
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this(), b = std::move(bytes),
+              answered]() mutable { self->do_send(std::move(b), answered); });
+}
+
+void connection::do_send(std::string bytes, uint32_t answered) {
+  if (closed_)
+    return;
+  pending_lines_ -= std::min(pending_lines_, answered);
+  if (!bytes.empty()) {
+    queued_bytes_ += bytes.size();
+    if (queued_bytes_ > limits_.max_output_bytes) {
+      do_close(close_reason::slow_reader);
+      return;
+    }
+    queue_.push_back(std::move(bytes));
+    if (!writing_)
+      write_some();
+  }
+  wait_readable();
+}
+
+void connection::write_some() {
+  writing_ = true;
+  inflight_.swap(queue_);
+  std::vector<asio::const_buffer> buffers;
+  buffers.reserve(inflight_.size());
+  for (auto& b : inflight_)
+    buffers.emplace_back(asio::buffer(b));
+  asio::async_write(socket_, buffers,
+                    [self = shared_from_this()](
+                      const boost::system::error_code& ec, size_t written) {
+                      self->writing_ = false;
+                      self->queued_bytes_ -= written;
+                      self->inflight_.clear();
+                      if (self->closed_)
+                        return;
+                      if (ec) {
+                        self->do_close(close_reason::peer_reset);
+                        return;
+                      }
+                      if (!self->queue_.empty())
+                        self->write_some();
+                      else
+                        self->maybe_finish();
+                    });
+}
+
+void connection::finish() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->finishing_ = true;
+    self->maybe_finish();
+  });
+}
+
+void connection::maybe_finish() {
+  if (!finishing_ || writing_ || !queue_.empty() || closed_)
+    return;
+  boost::system::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  do_close(close_reason::finished);
+}
+
+void connection::close(close_reason why) {
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this(), why] { self->do_close(why); });
+}
+
+void connection::do_close(close_reason why) {
+  if (closed_)
+    return;
+  closed_ = true;
+  boost::system::error_code ec;
+  socket_.close(ec);
+  queue_.clear();
+  partial_.clear();
+  partial_.shrink_to_fit();
+  if (auto h = std::move(handler_))
+    h->on_closed(why);
+}
+
+// -- listener -----------------------------------------------------------------
+
+listener::listener(asio::io_context& accept_ctx, io_pool& pool,
+                   const tcp::endpoint& where, accept_fn on_accept)
+  : acceptor_(accept_ctx), pool_(pool), on_accept_(std::move(on_accept)) {
+  acceptor_.open(where.protocol());
+  acceptor_.set_option(tcp::acceptor::reuse_address(true));
+  acceptor_.bind(where);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+}
+
+void listener::start() {
+  accept_next();
+}
+
+void listener::stop() {
+  asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
+    boost::system::error_code ec;
+    self->acceptor_.close(ec);
+  });
+}
+
+uint16_t listener::port() const {
+  return acceptor_.local_endpoint().port();
+}
+
+void listener::accept_next() {
+  acceptor_.async_accept(
+    pool_.next(), [self = shared_from_this()](const boost::system::error_code& ec,
+                                              tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open())
+        return;
+      if (ec) {
+        // Out of descriptors or a transient error: pause briefly instead of
+        // spinning on a listener that cannot accept right now.
+        auto timer = std::make_shared<asio::steady_timer>(
+          self->acceptor_.get_executor(), std::chrono::milliseconds(50));
+        timer->async_wait([self, timer](const boost::system::error_code&) {
+          self->accept_next();
+        });
+        return;
+      }
+      self->on_accept_(std::move(socket));
+      self->accept_next();
+    });
+}
+
+} // namespace herd::net

@@ -1,0 +1,157 @@
+// Sockets on Boost.Asio: a pool of single-threaded io_contexts, a listener,
+// and line-framed connections. Nothing here knows CAF: a connection reports
+// to a `connection_handler`, which the node implements by forwarding to the
+// connection's session actor (anon_send), and the actor writes back through
+// `connection::send`, which may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+namespace herd::net {
+
+/// N io_contexts with one thread each. A connection lives on one context for
+/// its whole life, so its handlers never race and need no strand.
+class io_pool {
+public:
+  explicit io_pool(size_t size);
+  ~io_pool();
+
+  /// The next context, round robin.
+  boost::asio::io_context& next();
+  boost::asio::io_context& at(size_t i) {
+    return *contexts_[i];
+  }
+  size_t size() const noexcept {
+    return contexts_.size();
+  }
+
+  void start();
+  void stop();
+
+private:
+  using work_guard
+    = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
+  std::vector<work_guard> guards_;
+  std::vector<std::thread> threads_;
+  std::atomic<size_t> next_{0};
+};
+
+struct connection_limits {
+  uint32_t max_line_bytes = 4096;
+  uint32_t max_pending_lines = 256;
+  uint32_t max_output_bytes = 4 << 20;
+};
+
+/// Why a connection ended, for the log.
+enum class close_reason {
+  finished,      ///< EOF from the client and every reply written
+  peer_reset,    ///< read or write error (client vanished)
+  line_too_long, ///< a line over max_line_bytes
+  slow_reader,   ///< more than max_output_bytes of replies queued
+  server_close,  ///< closed by the node (shutdown, protocol error)
+};
+
+const char* to_string(close_reason r);
+
+/// Receives what a connection reads. Called on the connection's io thread.
+class connection_handler {
+public:
+  virtual ~connection_handler() = default;
+  /// Complete lines (terminator removed), back to back in `bytes`, each
+  /// ending at the matching offset in `ends`.
+  virtual void on_lines(std::string bytes, std::vector<uint32_t> ends,
+                        int64_t received_ns)
+    = 0;
+  /// The client half-closed; no more lines will come.
+  virtual void on_eof() = 0;
+  /// The connection is closed; nothing more will be called.
+  virtual void on_closed(close_reason why) = 0;
+};
+
+class connection : public std::enable_shared_from_this<connection> {
+public:
+  connection(boost::asio::ip::tcp::socket socket, connection_limits limits,
+             uint64_t id);
+  ~connection();
+
+  /// Starts reading; `handler` is kept alive until on_closed.
+  void start(std::shared_ptr<connection_handler> handler);
+
+  /// Queues `bytes` for writing; `answered` lines are now replied to (which
+  /// lets reading resume when it paused at max_pending_lines). Any thread.
+  void send(std::string bytes, uint32_t answered);
+
+  /// Closes after every queued byte is written (graceful). Any thread.
+  void finish();
+
+  /// Closes now. Any thread.
+  void close(close_reason why);
+
+  uint64_t id() const noexcept {
+    return id_;
+  }
+  const std::string& remote() const noexcept {
+    return remote_;
+  }
+
+private:
+  void wait_readable();
+  void on_readable(const boost::system::error_code& ec);
+  void deliver(const char* data, size_t size, int64_t now_ns);
+  void do_send(std::string bytes, uint32_t answered);
+  void write_some();
+  void do_close(close_reason why);
+  void maybe_finish();
+
+  boost::asio::ip::tcp::socket socket_;
+  connection_limits limits_;
+  uint64_t id_;
+  std::string remote_;
+  std::shared_ptr<connection_handler> handler_;
+  std::string partial_;            ///< an incomplete last line
+  std::vector<std::string> queue_; ///< replies not yet written
+  std::vector<std::string> inflight_;
+  size_t queued_bytes_ = 0;
+  uint32_t pending_lines_ = 0; ///< lines delivered and not yet answered
+  bool reading_ = false;
+  bool read_eof_ = false;
+  bool writing_ = false;
+  bool finishing_ = false;
+  bool closed_ = false;
+};
+
+/// Accepts connections on one address and hands each to `on_accept`.
+class listener : public std::enable_shared_from_this<listener> {
+public:
+  using accept_fn = std::function<void(boost::asio::ip::tcp::socket)>;
+
+  /// Binds and listens; throws boost::system::system_error on failure.
+  listener(boost::asio::io_context& accept_ctx, io_pool& pool,
+           const boost::asio::ip::tcp::endpoint& where, accept_fn on_accept);
+
+  void start();
+  void stop();
+  uint16_t port() const;
+
+private:
+  void accept_next();
+
+  boost::asio::ip::tcp::acceptor acceptor_;
+  io_pool& pool_;
+  accept_fn on_accept_;
+};
+
+/// CLOCK_REALTIME in nanoseconds.
+int64_t realtime_ns() noexcept;
+
+} // namespace herd::net
