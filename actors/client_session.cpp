@@ -128,9 +128,11 @@ void handle_whatsat(session_ptr self, const proto::whatsat& msg,
       });
 }
 
-void handle_line(session_ptr self, std::string_view raw, int64_t received_ns) {
+/// `line` comes without its terminator (the connection strips "\n" or
+/// "\r\n"), so it is echoed as it is in a "? " reply.
+void handle_line(session_ptr self, std::string_view line,
+                 int64_t received_ns) {
   auto& st = self->state;
-  auto line = proto::strip_terminator(raw);
   auto parsed = proto::parse_line(line);
   if (parsed.kind == proto::line_kind::blank) {
     ++st.out_lines; // nothing to say, but the line is answered

@@ -18,7 +18,7 @@ constexpr bool is_space(unsigned char c) noexcept {
 }
 
 /// A location as sent by the client, kept verbatim, plus the two coordinates
-/// as plain decimal text without a leading '+' (what a query string needs).
+/// as decimal text with their signs (the Places client drops a '+').
 struct location {
   std::string_view text;      ///< e.g. "+34.068930-118.445127", verbatim
   std::string_view latitude;  ///< e.g. "+34.068930" (sign included)
@@ -100,11 +100,13 @@ void append_at(std::string& out, std::string_view server, int64_t diff_ns,
 void append_invalid(std::string& out, std::string_view line);
 
 /// Strips one line terminator ("\n" or "\r\n") from the end of `line`.
+/// A lone '\r' is not a terminator and stays.
 constexpr std::string_view strip_terminator(std::string_view line) noexcept {
-  if (!line.empty() && line.back() == '\n')
+  if (!line.empty() && line.back() == '\n') {
     line.remove_suffix(1);
-  if (!line.empty() && line.back() == '\r')
-    line.remove_suffix(1);
+    if (!line.empty() && line.back() == '\r')
+      line.remove_suffix(1);
+  }
   return line;
 }
 

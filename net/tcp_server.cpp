@@ -170,12 +170,15 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
     }
     if (bytes.empty() && ends.empty())
       bytes.reserve(partial_.size() + static_cast<size_t>(end - pos));
+    size_t line_start = bytes.size();
     if (!partial_.empty()) {
       bytes += partial_;
       partial_.clear();
       partial_.shrink_to_fit();
     }
     bytes.append(pos, len);
+    if (bytes.size() > line_start && bytes.back() == '\r')
+      bytes.pop_back(); // "\r\n" ends a line as "\n" does
     ends.push_back(static_cast<uint32_t>(bytes.size()));
     pos = nl + 1;
   }

@@ -1,10 +1,10 @@
 // places-stub: a local stand-in for Google's legacy Places Nearby Search.
 //
-// Serves GET /maps/api/place/nearbysearch/json over HTTP/1.1 (keep-alive) or,
-// with --tls-cert/--tls-key, over HTTPS only. Results are deterministic: they
-// depend on (location, radius) alone, so tests can compare runs. Failure
-// switches (--fail-status, --http-status, --delay-ms, --drop, --invalid-json)
-// let tests drive every failure path of a client. Run with --help for options.
+// Serves GET /maps/api/place/nearbysearch/json over HTTP/1.1 with keep-alive,
+// or over HTTPS only when given --tls-cert and --tls-key. Results depend on
+// (location, radius) alone, so runs are repeatable. Failure switches
+// (--fail-status, --http-status, --delay-ms, --drop, --invalid-json) let
+// tests drive every failure path of a client. See --help.
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -16,7 +16,6 @@
 #include <boost/beast/ssl.hpp>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -26,6 +25,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,7 +58,7 @@ struct stub_config {
   std::string tls_cert;
   std::string tls_key;
   std::optional<std::string> valid_key;
-  std::optional<int> forced_results; // overrides the per-location count
+  std::optional<int> forced_results; // replaces the per-location count
   std::string fail_status;           // empty: answer normally
   unsigned http_status = 0;          // 0: answer normally
   std::chrono::milliseconds delay{0};
@@ -68,11 +68,13 @@ struct stub_config {
 };
 
 constexpr std::string_view search_path = "/maps/api/place/nearbysearch/json";
-constexpr int max_total_results = 60;
+constexpr std::string_view json_type = "application/json; charset=UTF-8";
 constexpr int page_size = 20;
+constexpr int max_results = 60;
 constexpr double max_radius_m = 50000;
-constexpr auto io_timeout = 30s;
+constexpr double metres_per_degree = 111320;
 constexpr double pi = 3.14159265358979323846;
+constexpr auto io_timeout = 30s;
 constexpr std::uint32_t header_limit = 16 * 1024;
 constexpr std::uint64_t body_limit = 16 * 1024;
 
@@ -85,26 +87,33 @@ std::uint64_t mix(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// splitmix64: small, fast, and identical on every platform.
+// splitmix64: small, fast, and the same on every platform.
 class rng {
  public:
   explicit rng(std::uint64_t seed) : state_(seed) {}
   std::uint64_t next() { return mix(state_ += 0x9e3779b97f4a7c15ULL); }
-  std::size_t below(std::size_t n) {
-    return static_cast<std::size_t>(next() % n);
-  }
+  std::size_t below(std::size_t n) { return next() % n; }
   double unit() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  template<class T, std::size_t N>
-  const T& pick(const std::array<T, N>& items) {
-    return items[below(N)];
+  // One word of a '|'-separated list.
+  std::string_view pick(std::string_view list) {
+    auto n = std::count(list.begin(), list.end(), '|') + 1;
+    for (auto i = below(static_cast<std::size_t>(n)); i > 0; --i)
+      list.remove_prefix(list.find('|') + 1);
+    return list.substr(0, list.find('|'));
+  }
+  std::string chars(std::size_t n, std::string_view alphabet) {
+    std::string s;
+    while (s.size() < n)
+      s += alphabet[below(alphabet.size())];
+    return s;
   }
 
  private:
   std::uint64_t state_;
 };
 
-// A search normalised to integers, so the same point written two ways
-// ("34" and "34.000000") gives the same results, and page tokens can carry it.
+// A search normalised to integers, so "34" and "34.000000" give the same
+// results and a page token can carry the search.
 struct search_key {
   std::int32_t lat_e6;
   std::int32_t lng_e6;
@@ -117,7 +126,7 @@ std::uint64_t hash_of(const search_key& k) {
   return mix(h ^ k.radius_m);
 }
 
-// Most locations have 20..60 results, a few fewer, about 4% none at all.
+// Most locations have 20..60 results, some 1..19, about 4% none at all.
 int total_results(const search_key& k, const stub_config& cfg) {
   if (cfg.forced_results)
     return *cfg.forced_results;
@@ -127,34 +136,19 @@ int total_results(const search_key& k, const stub_config& cfg) {
     return 0;
   if (bucket < 10)
     return 1 + static_cast<int>(r.below(19));
-  return 20 + static_cast<int>(r.below(41));
+  return 20 + static_cast<int>(r.below(max_results - 20 + 1));
 }
 
-// -- page tokens: base64url(lat, lng, radius, page, filler, mac)
-// ----------------
+// -- page tokens --------------------------------------------------------------
 
+// base64url(lat, lng, radius, page, filler, mac): opaque, long like Google's,
+// and entirely determined by the search, so checking one is re-encoding it.
 constexpr std::string_view b64url =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-constexpr std::uint64_t token_secret = 0x5eed'ca11'ab1e'f00dULL;
-constexpr std::size_t token_filler = 120; // real tokens are long, too
-
-std::uint64_t token_mac(const std::string& payload) {
-  auto h = token_secret;
-  for (unsigned char c : payload)
-    h = mix(h ^ c);
-  return h;
-}
 
 void put_u32(std::string& out, std::uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8)
     out += static_cast<char>((v >> shift) & 0xff);
-}
-
-std::uint32_t get_u32(const std::string& in, std::size_t at) {
-  std::uint32_t v = 0;
-  for (std::size_t i = 0; i < 4; ++i)
-    v = (v << 8) | static_cast<unsigned char>(in[at + i]);
-  return v;
 }
 
 std::string encode_page_token(const search_key& k, int page) {
@@ -164,9 +158,11 @@ std::string encode_page_token(const search_key& k, int page) {
   put_u32(bytes, k.radius_m);
   bytes += static_cast<char>(page);
   rng filler(hash_of(k) + static_cast<std::uint64_t>(page));
-  for (std::size_t i = 0; i < token_filler; ++i)
+  for (int i = 0; i < 120; ++i)
     bytes += static_cast<char>(filler.next() & 0xff);
-  auto mac = token_mac(bytes);
+  std::uint64_t mac = 0x5eedca11ab1ef00dULL;
+  for (unsigned char c : bytes)
+    mac = mix(mac ^ c);
   put_u32(bytes, static_cast<std::uint32_t>(mac >> 32));
   put_u32(bytes, static_cast<std::uint32_t>(mac));
   std::string out;
@@ -182,86 +178,92 @@ std::string encode_page_token(const search_key& k, int page) {
   return out;
 }
 
-// Returns the search and page a token stands for, or nothing if forged.
+// The search and page a token stands for, or nothing if it is not ours.
 std::optional<std::pair<search_key, int>>
 decode_page_token(std::string_view token) {
   std::string bytes;
   std::uint32_t acc = 0;
   int bits = 0;
-  for (char c : token) {
+  for (char c : token.substr(0, 20)) { // 20 chars hold the first 13 bytes
     auto pos = b64url.find(c);
     if (pos == std::string_view::npos)
       return std::nullopt;
     acc = (acc << 6) | static_cast<std::uint32_t>(pos);
-    if ((bits += 6) >= 8) {
-      bits -= 8;
-      bytes += static_cast<char>((acc >> bits) & 0xff);
-    }
+    if ((bits += 6) >= 8)
+      bytes += static_cast<char>((acc >> (bits -= 8)) & 0xff);
   }
-  constexpr std::size_t mac_at = 13 + token_filler;
-  if (bytes.size() != mac_at + 8)
+  if (bytes.size() < 13)
     return std::nullopt;
-  auto mac = token_mac(bytes.substr(0, mac_at));
-  if (get_u32(bytes, mac_at) != static_cast<std::uint32_t>(mac >> 32) ||
-      get_u32(bytes, mac_at + 4) != static_cast<std::uint32_t>(mac))
+  auto u32 = [&bytes](std::size_t at) {
+    std::uint32_t v = 0;
+    for (std::size_t i = at; i < at + 4; ++i)
+      v = (v << 8) | static_cast<unsigned char>(bytes[i]);
+    return v;
+  };
+  search_key k{static_cast<std::int32_t>(u32(0)),
+               static_cast<std::int32_t>(u32(4)), u32(8)};
+  int page = static_cast<unsigned char>(bytes[12]);
+  if (page < 1 || encode_page_token(k, page) != token)
     return std::nullopt;
-  search_key k{static_cast<std::int32_t>(get_u32(bytes, 0)),
-               static_cast<std::int32_t>(get_u32(bytes, 4)), get_u32(bytes, 8)};
-  return std::make_pair(k, static_cast<int>(bytes[12]));
+  return std::make_pair(k, page);
 }
 
-// -- a writer for Google's pretty-printed JSON style
-// ----------------------------
+// -- JSON in Google's pretty-printed style ------------------------------------
 
-// Writes `{\n   "key" : value,\n ...}` with 3-space indentation, the way the
-// legacy web services format their answers. Commas are handled here, so every
-// document it produces is well-formed as long as begin/end calls pair up.
+// Writes `{\n   "key" : value,\n ...}` with 3-space indentation, as the legacy
+// web services do. It places every comma itself, so the output is valid JSON
+// whenever begin and end calls pair up.
 class json_writer {
  public:
-  json_writer() { out_.reserve(40 * 1024); }
-
   json_writer& key(std::string_view k) {
     before_value();
-    append_string(k);
+    quoted(k);
     out_ += " : ";
     after_key_ = true;
     return *this;
   }
-  json_writer& begin_object() { return open('{'); }
-  json_writer& end_object() { return close('}'); }
-  json_writer& begin_array() { return open('['); }
-  json_writer& end_array() { return close(']'); }
-  json_writer& value(std::string_view s) {
+  json_writer& begin(char bracket) {
     before_value();
-    append_string(s);
+    out_ += bracket;
+    empty_.push_back(true);
     return *this;
   }
-  json_writer& value(const char* s) { return value(std::string_view{s}); }
+  json_writer& end(char bracket) {
+    bool was_empty = empty_.back();
+    empty_.pop_back();
+    if (!was_empty)
+      newline();
+    out_ += bracket;
+    return *this;
+  }
+  json_writer& value(std::string_view s) {
+    before_value();
+    quoted(s);
+    return *this;
+  }
+  json_writer& value(const char* s) { return value(std::string_view(s)); }
   json_writer& value(bool b) { return raw(b ? "true" : "false"); }
-  json_writer& value(long long n) { return raw(std::to_string(n)); }
+  json_writer& value(std::size_t n) { return raw(std::to_string(n)); }
   // Fixed notation with trailing zeros trimmed: never an exponent.
   json_writer& number(double v, int decimals) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
     std::string s = buf;
-    if (s.find('.') != std::string::npos) {
-      s.erase(s.find_last_not_of('0') + 1);
-      if (s.back() == '.')
-        s.pop_back();
-    }
+    s.erase(s.find_last_not_of('0') + 1);
+    if (s.back() == '.')
+      s.pop_back();
     return raw(s == "-0" ? "0" : s);
   }
-  // Google writes short string lists on one line: [ "a", "b" ].
-  template<class Range> json_writer& inline_strings(const Range& items) {
+  // A space-separated list of words, on one line as Google writes "types".
+  json_writer& words(std::string_view list) {
     before_value();
-    out_ += '[';
-    const char* sep = " ";
-    for (const auto& item : items) {
-      out_ += sep;
-      append_string(item);
-      sep = ", ";
+    out_ += "[ ";
+    for (std::size_t start = 0; start <= list.size();) {
+      auto stop = std::min(list.find(' ', start), list.size());
+      quoted(list.substr(start, stop - start));
+      out_ += stop < list.size() ? ", " : " ]";
+      start = stop + 1;
     }
-    out_ += " ]";
     return *this;
   }
   std::string finish() && { return std::move(out_) + '\n'; }
@@ -272,339 +274,254 @@ class json_writer {
     out_ += text;
     return *this;
   }
-  json_writer& open(char bracket) {
-    before_value();
-    out_ += bracket;
-    empty_.push_back(true);
-    return *this;
-  }
-  json_writer& close(char bracket) {
-    bool was_empty = empty_.back();
-    empty_.pop_back();
-    if (!was_empty)
-      newline();
-    out_ += bracket;
-    return *this;
-  }
   void before_value() {
-    if (after_key_) {
-      after_key_ = false;
+    if (std::exchange(after_key_, false) || empty_.empty())
       return;
-    }
-    if (empty_.empty())
-      return;
-    if (!empty_.back())
+    if (!std::exchange(empty_.back(), false))
       out_ += ',';
-    empty_.back() = false;
     newline();
   }
   void newline() {
     out_ += '\n';
     out_.append(3 * empty_.size(), ' ');
   }
-  void append_string(std::string_view s) {
+  void quoted(std::string_view s) {
     out_ += '"';
     for (char c : s) {
-      switch (c) {
-      case '"':
-        out_ += "\\\"";
-        break;
-      case '\\':
-        out_ += "\\\\";
-        break;
-      case '<':
-        out_ += "\\u003c";
-        break; // as Google escapes HTML
-      case '>':
-        out_ += "\\u003e";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x",
-                        static_cast<unsigned>(static_cast<unsigned char>(c)));
-          out_ += buf;
-        } else {
-          out_ += c;
-        }
+      if (c == '"' || c == '\\') {
+        out_ += '\\';
+        out_ += c;
+      } else if (c == '<' || c == '>' || static_cast<unsigned char>(c) < 0x20) {
+        char buf[8]; // Google escapes HTML brackets too
+        std::snprintf(buf, sizeof buf, "\\u%04x",
+                      static_cast<unsigned char>(c));
+        out_ += buf;
+      } else {
+        out_ += c;
       }
     }
     out_ += '"';
   }
 
   std::string out_;
-  std::vector<bool> empty_; // one per open container: nothing written yet
+  std::vector<char> empty_; // per open container: nothing written into it yet
   bool after_key_ = false;
 };
 
-// -- the places themselves
-// ------------------------------------------------------
+// -- the places ---------------------------------------------------------------
 
 struct category {
-  const char* icon;
-  const char* background;
-  const char* mask;
-  std::array<const char*, 4> suffixes;
-  std::vector<const char*> types;
+  std::string_view icon;       // under .../icons/v1/png_71/
+  std::string_view background; // icon_background_color
+  std::string_view mask;       // under .../icons/v2/
+  std::string_view suffixes;   // '|'-separated name endings
+  std::string_view types;      // space-separated
 };
 
-const std::array<category, 12>& categories() {
-  static const std::array<category, 12> all{{
-      {"restaurant-71.png",
-       "#FF9E67",
-       "restaurant_pinlet",
-       {"Kitchen", "Bistro", "Grill", "Trattoria"},
-       {"restaurant", "food", "point_of_interest", "establishment"}},
-      {"cafe-71.png",
-       "#FF9E67",
-       "cafe_pinlet",
-       {"Cafe", "Coffee", "Roasters", "Tea House"},
-       {"cafe", "food", "point_of_interest", "establishment"}},
-      {"bar-71.png",
-       "#FF9E67",
-       "bar_pinlet",
-       {"Bar", "Tavern", "Pub", "Taproom"},
-       {"bar", "restaurant", "food", "point_of_interest", "establishment"}},
-      {"lodging-71.png",
-       "#909CE1",
-       "hotel_pinlet",
-       {"Hotel", "Inn", "Suites", "Lodge"},
-       {"lodging", "point_of_interest", "establishment"}},
-      {"shopping-71.png",
-       "#4B96F3",
-       "shopping_pinlet",
-       {"Boutique", "Outfitters", "Apparel", "Clothing Co."},
-       {"clothing_store", "store", "point_of_interest", "establishment"}},
-      {"shopping-71.png",
-       "#4B96F3",
-       "shopping_pinlet",
-       {"Market", "Grocery", "Foods", "Supermarket"},
-       {"supermarket", "grocery_or_supermarket", "food", "store",
-        "point_of_interest", "establishment"}},
-      {"park-71.png",
-       "#4DB546",
-       "tree_pinlet",
-       {"Park", "Gardens", "Commons", "Reserve"},
-       {"park", "tourist_attraction", "point_of_interest", "establishment"}},
-      {"museum-71.png",
-       "#13B5C7",
-       "museum_pinlet",
-       {"Museum", "Gallery", "Art Center", "History Museum"},
-       {"museum", "tourist_attraction", "point_of_interest", "establishment"}},
-      {"bank_dollar-71.png",
-       "#909CE1",
-       "bank-dollar_pinlet",
-       {"Bank", "Savings", "Credit Union", "Trust"},
-       {"bank", "finance", "point_of_interest", "establishment"}},
-      {"gas_station-71.png",
-       "#909CE1",
-       "gas_pinlet",
-       {"Gas", "Fuel", "Service Station", "Gas & Go"},
-       {"gas_station", "convenience_store", "food", "store",
-        "point_of_interest", "establishment"}},
-      {"generic_business-71.png",
-       "#7B9EB0",
-       "generic_pinlet",
-       {"Pharmacy", "Drugs", "Apothecary", "Chemist"},
-       {"pharmacy", "health", "store", "point_of_interest", "establishment"}},
-      {"generic_business-71.png",
-       "#7B9EB0",
-       "generic_pinlet",
-       {"Fitness", "Gym", "Athletic Club", "Yoga Studio"},
-       {"gym", "health", "point_of_interest", "establishment"}},
-  }};
-  return all;
-}
+constexpr category categories[] = {
+    {"restaurant-71.png", "#FF9E67", "restaurant_pinlet",
+     "Kitchen|Bistro|Grill|Trattoria",
+     "restaurant food point_of_interest establishment"},
+    {"cafe-71.png", "#FF9E67", "cafe_pinlet", "Cafe|Coffee|Roasters|Tea House",
+     "cafe food point_of_interest establishment"},
+    {"bar-71.png", "#FF9E67", "bar_pinlet", "Bar|Tavern|Pub|Taproom",
+     "bar restaurant food point_of_interest establishment"},
+    {"lodging-71.png", "#909CE1", "hotel_pinlet", "Hotel|Inn|Suites|Lodge",
+     "lodging point_of_interest establishment"},
+    {"shopping-71.png", "#4B96F3", "shopping_pinlet",
+     "Boutique|Outfitters|Apparel|Clothing Co.",
+     "clothing_store store point_of_interest establishment"},
+    {"shopping-71.png", "#4B96F3", "shopping_pinlet",
+     "Market|Grocery|Foods|Supermarket",
+     "supermarket grocery_or_supermarket food store point_of_interest "
+     "establishment"},
+    {"park-71.png", "#4DB546", "tree_pinlet", "Park|Gardens|Commons|Reserve",
+     "park tourist_attraction point_of_interest establishment"},
+    {"museum-71.png", "#13B5C7", "museum_pinlet",
+     "Museum|Gallery|Art Center|History Museum",
+     "museum tourist_attraction point_of_interest establishment"},
+    {"bank_dollar-71.png", "#909CE1", "bank-dollar_pinlet",
+     "Bank|Savings|Credit Union|Trust",
+     "bank finance point_of_interest establishment"},
+    {"gas_station-71.png", "#909CE1", "gas_pinlet",
+     "Gas|Fuel|Service Station|Gas & Go",
+     "gas_station convenience_store food store point_of_interest "
+     "establishment"},
+    {"generic_business-71.png", "#7B9EB0", "generic_pinlet",
+     "Pharmacy|Drugs|Apothecary|Chemist",
+     "pharmacy health store point_of_interest establishment"},
+    {"generic_business-71.png", "#7B9EB0", "generic_pinlet",
+     "Fitness|Gym|Athletic Club|Yoga Studio",
+     "gym health point_of_interest establishment"},
+};
 
-constexpr std::array<const char*, 16> adjectives{
-    "Golden", "Blue",  "Red",   "Silver", "Little", "Old",
-    "Royal",  "Sunny", "Lucky", "Urban",  "Corner", "Harbor",
-    "Maple",  "Cedar", "Grand", "Crystal"};
-constexpr std::array<const char*, 16> nouns{
-    "Lantern", "Spoon", "Table", "Oven", "Leaf", "Bean",  "Door",  "Bridge",
-    "Anchor",  "Fox",   "Owl",   "Bear", "Pine", "Stone", "Crown", "Feather"};
-constexpr std::array<const char*, 10> owners{
-    "Rosa's", "Joe's",   "Maria's", "Kenji's", "Amara's",
-    "Luca's", "Priya's", "Omar's",  "Nina's",  "Sam's"};
-constexpr std::array<const char*, 16> streets{
-    "Main",   "Oak",      "Maple",   "Market", "Church", "Mill",
-    "Bridge", "High",     "Station", "Park",   "Elm",    "Lake",
-    "King",   "Victoria", "Union",   "Spring"};
-constexpr std::array<const char*, 8> street_kinds{"St", "Ave", "Rd", "Blvd",
-                                                  "Ln", "Way", "Pl", "Dr"};
-constexpr std::array<const char*, 16> localities{
-    "Riverside",  "Old Town",  "Westbrook",   "Eastgate",
-    "Northfield", "Southport", "Harbourside", "Millbrook",
-    "Fairview",   "Greenwood", "Lakeside",    "Hillcrest",
-    "Brookdale",  "Kingsbury", "Ashford",     "Newhaven"};
-constexpr std::array<const char*, 6> regions{
-    "Central District", "North County",  "South County",
-    "East Province",    "West Province", "Coastal Region"};
-constexpr std::array<std::pair<int, int>, 6> photo_sizes{{{4032, 3024},
-                                                          {3024, 4032},
-                                                          {1080, 1920},
-                                                          {1920, 1080},
-                                                          {608, 1080},
-                                                          {4000, 3000}}};
-
-std::string random_chars(rng& r, std::size_t n, std::string_view alphabet) {
-  std::string s;
-  s.reserve(n);
-  for (std::size_t i = 0; i < n; ++i)
-    s += alphabet[r.below(alphabet.size())];
-  return s;
-}
-
-// A real Open Location Code (10 digits) for the point.
-std::string plus_code(double lat, double lng) {
-  constexpr std::string_view digits = "23456789CFGHJMPQRVWX";
-  double y = std::clamp(lat + 90, 0.0, 180 - 1e-9);
-  double x = std::fmod(std::fmod(lng + 180, 360) + 360, 360);
-  std::string code;
-  double resolution = 20;
-  for (int pair = 0; pair < 5; ++pair) {
-    auto dy = std::min(19, static_cast<int>(y / resolution));
-    auto dx = std::min(19, static_cast<int>(x / resolution));
-    y -= dy * resolution;
-    x -= dx * resolution;
-    code += digits[static_cast<std::size_t>(dy)];
-    code += digits[static_cast<std::size_t>(dx)];
-    if (pair == 3)
-      code += '+';
-    resolution /= 20;
-  }
-  return code;
-}
+constexpr std::string_view adjectives =
+    "Golden|Blue|Red|Silver|Little|Old|Royal|Sunny|Lucky|Urban|Corner|Harbor|"
+    "Maple|Cedar|Grand|Crystal";
+constexpr std::string_view nouns = "Lantern|Spoon|Table|Oven|Leaf|Bean|Door|"
+                                   "Bridge|Anchor|Fox|Owl|Bear|Pine|Stone|"
+                                   "Crown|Feather";
+constexpr std::string_view owners =
+    "Rosa's|Joe's|Maria's|Kenji's|Amara's|Luca's|Priya's|Omar's|Nina's|Sam's";
+constexpr std::string_view streets =
+    "Main|Oak|Maple|Market|Church|Mill|Bridge|High|Station|Park|Elm|Lake|King|"
+    "Victoria|Union|Spring";
+constexpr std::string_view street_kinds = "St|Ave|Rd|Blvd|Ln|Way|Pl|Dr";
+constexpr std::string_view localities =
+    "Riverside|Old Town|Westbrook|Eastgate|Northfield|Southport|Harbourside|"
+    "Millbrook|Fairview|Greenwood|Lakeside|Hillcrest|Brookdale|Kingsbury|"
+    "Ashford|Newhaven";
+constexpr std::string_view regions = "Central District|North County|South "
+                                     "County|East Province|West Province";
 
 struct point {
   double lat;
   double lng;
 };
 
-// Moves `metres` from `from` on `bearing`, in a flat-earth approximation that
-// is good enough within 50 km.
-point offset(point from, double metres, double bearing) {
-  constexpr double metres_per_degree = 111320;
-  double lat = from.lat + metres * std::cos(bearing) / metres_per_degree;
-  double cos_lat = std::max(std::cos(from.lat * pi / 180), 1e-6);
-  double lng =
-      from.lng + metres * std::sin(bearing) / (metres_per_degree * cos_lat);
-  lat = std::clamp(lat, -90.0, 90.0);
-  lng = std::fmod(std::fmod(lng + 180, 360) + 360, 360) - 180;
-  return {lat, lng};
+double wrap_lng(double lng) {
+  return std::fmod(std::fmod(lng + 180, 360) + 360, 360) - 180;
 }
 
-void write_lat_lng(json_writer& j, std::string_view name, point p, int digits) {
-  j.key(name).begin_object();
+// Moves `metres` from `from` on `bearing` (radians from north). A flat-earth
+// step is good enough within 50 km.
+point offset(point from, double metres, double bearing) {
+  double cos_lat = std::max(std::cos(from.lat * pi / 180), 1e-6);
+  return {std::clamp(from.lat + metres * std::cos(bearing) / metres_per_degree,
+                     -90.0, 90.0),
+          wrap_lng(from.lng +
+                   metres * std::sin(bearing) / (metres_per_degree * cos_lat))};
+}
+
+// A real 10-digit Open Location Code, e.g. "4RRH46R6+G2".
+std::string plus_code(point p) {
+  constexpr std::string_view digits = "23456789CFGHJMPQRVWX";
+  double y = std::clamp(p.lat + 90, 0.0, 180 - 1e-9);
+  double x = wrap_lng(p.lng) + 180;
+  std::string code;
+  for (double step = 20; code.size() < 11; step /= 20) {
+    auto dy = std::min(19, static_cast<int>(y / step));
+    auto dx = std::min(19, static_cast<int>(x / step));
+    y -= dy * step;
+    x -= dx * step;
+    code += digits[static_cast<std::size_t>(dy)];
+    code += digits[static_cast<std::size_t>(dx)];
+    if (code.size() == 8)
+      code += '+';
+  }
+  return code;
+}
+
+void write_point(json_writer& j, std::string_view name, point p, int digits) {
+  j.key(name).begin('{');
   j.key("lat").number(p.lat, digits);
   j.key("lng").number(p.lng, digits);
-  j.end_object();
+  j.end('}');
 }
 
-void write_place(json_writer& j, const search_key& k, int index,
-                 const std::string& area) {
-  rng r(
-      mix(hash_of(k) ^ (static_cast<std::uint64_t>(index) + 1) * 0x51ed27ULL));
-  const category& cat = categories()[r.below(categories().size())];
+void write_place(json_writer& j, const search_key& k, std::size_t index,
+                 std::string_view locality, std::string_view region) {
+  rng r(mix(hash_of(k) ^ (index + 1) * 0x51ed27ULL));
+  const category& cat = categories[r.below(std::size(categories))];
   point centre{k.lat_e6 / 1e6, k.lng_e6 / 1e6};
   // sqrt spreads points evenly over the disc; 0.95 keeps rounding inside it.
   point where = offset(centre, 0.95 * k.radius_m * std::sqrt(r.unit()),
                        2 * pi * r.unit());
-  double half = 0.0012 + 0.0004 * r.unit();
+  double corner = (0.0012 + 0.0004 * r.unit()) * metres_per_degree * 1.4142;
   std::string name;
-  switch (r.below(3)) {
-  case 0:
-    name = std::string(r.pick(adjectives)) + " " + r.pick(nouns);
-    break;
-  case 1:
-    name = std::string("The ") + r.pick(nouns);
-    break;
-  default:
-    name = r.pick(owners);
-    break;
-  }
-  name += std::string(" ") + cat.suffixes[r.below(cat.suffixes.size())];
-  std::string place_id = "ChIJ" + random_chars(r, 23, b64url);
-  std::string code = plus_code(where.lat, where.lng);
+  if (auto style = r.below(3); style == 0)
+    name.append(r.pick(adjectives)).append(" ").append(r.pick(nouns));
+  else if (style == 1)
+    name.append("The ").append(r.pick(nouns));
+  else
+    name.append(r.pick(owners));
+  name.append(" ").append(r.pick(cat.suffixes));
+  std::string id = "ChIJ" + r.chars(23, b64url);
+  std::string code = plus_code(where);
+  std::size_t long_side = r.below(2) == 0 ? 4032 : 1920;
+  bool portrait = r.below(3) == 0;
 
-  j.begin_object();
+  j.begin('{');
   j.key("business_status")
       .value(r.below(20) == 0 ? "CLOSED_TEMPORARILY" : "OPERATIONAL");
-  j.key("geometry").begin_object();
-  write_lat_lng(j, "location", where, 7);
-  j.key("viewport").begin_object();
-  write_lat_lng(j, "northeast", offset(where, half * 111320 * 1.41, pi / 4),
-                13);
-  write_lat_lng(j, "southwest", offset(where, half * 111320 * 1.41, 5 * pi / 4),
-                13);
-  j.end_object().end_object();
+  j.key("geometry").begin('{');
+  write_point(j, "location", where, 7);
+  j.key("viewport").begin('{');
+  write_point(j, "northeast", offset(where, corner, pi / 4), 13);
+  write_point(j, "southwest", offset(where, corner, 5 * pi / 4), 13);
+  j.end('}').end('}');
   j.key("icon").value(
       std::string(
-          "https://maps.gstatic.com/mapfiles/place_api/icons/v1/png_71/") +
-      cat.icon);
+          "https://maps.gstatic.com/mapfiles/place_api/icons/v1/png_71/")
+          .append(cat.icon));
   j.key("icon_background_color").value(cat.background);
   j.key("icon_mask_base_uri")
       .value(
-          std::string("https://maps.gstatic.com/mapfiles/place_api/icons/v2/") +
-          cat.mask);
+          std::string("https://maps.gstatic.com/mapfiles/place_api/icons/v2/")
+              .append(cat.mask));
   j.key("name").value(name);
-  j.key("opening_hours").begin_object();
-  j.key("open_now").value(r.below(4) != 0);
-  j.end_object();
-  auto [width, height] = r.pick(photo_sizes);
-  j.key("photos").begin_array().begin_object();
-  j.key("height").value(static_cast<long long>(height));
-  j.key("html_attributions").begin_array();
+  j.key("opening_hours").begin('{').key("open_now").value(r.below(4) != 0);
+  j.end('}');
+  j.key("photos").begin('[').begin('{');
+  j.key("height").value(portrait ? long_side : long_side * 3 / 4);
+  j.key("html_attributions").begin('[');
   j.value("<a href=\"https://maps.google.com/maps/contrib/1" +
-          random_chars(r, 20, "0123456789") + "\">" + name + "</a>");
-  j.end_array();
-  j.key("photo_reference").value("AUc7tX" + random_chars(r, 400, b64url));
-  j.key("width").value(static_cast<long long>(width));
-  j.end_object().end_array();
-  j.key("place_id").value(place_id);
-  j.key("plus_code").begin_object();
-  j.key("compound_code").value(code.substr(4) + " " + area);
+          r.chars(20, "0123456789") + "\">" + name + "</a>");
+  j.end(']');
+  j.key("photo_reference").value("AUc7tX" + r.chars(84, b64url));
+  j.key("width").value(portrait ? long_side * 3 / 4 : long_side);
+  j.end('}').end(']');
+  j.key("place_id").value(id);
+  j.key("plus_code").begin('{');
+  j.key("compound_code")
+      .value(code.substr(4) + " " + std::string(locality) + ", " +
+             std::string(region));
   j.key("global_code").value(code);
-  j.end_object();
-  j.key("price_level").value(static_cast<long long>(1 + r.below(4)));
+  j.end('}');
+  j.key("price_level").value(1 + r.below(4));
   j.key("rating").number(3.0 + 0.1 * static_cast<double>(r.below(21)), 1);
-  j.key("reference").value(place_id);
+  j.key("reference").value(id);
   j.key("scope").value("GOOGLE");
-  j.key("types").inline_strings(cat.types);
+  j.key("types").words(cat.types);
   j.key("user_ratings_total")
-      .value(static_cast<long long>(std::exp(r.unit() * 8.5)));
+      .value(static_cast<std::size_t>(std::exp(r.unit() * 8.5)));
   j.key("vicinity")
-      .value(std::to_string(1 + r.below(2400)) + " " + r.pick(streets) + " " +
-             r.pick(street_kinds) + ", " + area.substr(0, area.find(',')));
-  j.end_object();
+      .value(std::to_string(1 + r.below(2400)) + " " +
+             std::string(r.pick(streets)) + " " +
+             std::string(r.pick(street_kinds)) + ", " + std::string(locality));
+  j.end('}');
 }
 
-// -- answering a request (pure: no sockets)
-// -------------------------------------
+// -- answering a request (pure: no sockets) -----------------------------------
 
 struct reply {
-  unsigned http_status = 200;
-  std::string content_type = "application/json; charset=UTF-8";
+  unsigned http_status;
+  std::string_view content_type;
   std::string body;
-  std::string places_status; // for the log; empty when not a Places answer
-  int results = 0;
+  std::string places_status = {}; // for the log; empty if not a Places body
+  std::size_t results = 0;
 };
 
 reply legacy_status(std::string_view status, std::string_view message,
                     unsigned http_status = 200) {
   json_writer j;
-  j.begin_object();
+  j.begin('{');
   if (!message.empty())
     j.key("error_message").value(message);
-  j.key("html_attributions").begin_array().end_array();
-  j.key("results").begin_array().end_array();
+  j.key("html_attributions").begin('[').end(']');
+  j.key("results").begin('[').end(']');
   j.key("status").value(status);
-  j.end_object();
-  return {http_status, "application/json; charset=UTF-8", std::move(j).finish(),
-          std::string(status), 0};
+  j.end('}');
+  return {http_status, json_type, std::move(j).finish(), std::string(status)};
+}
+
+reply invalid_request(std::string_view message) {
+  return legacy_status("INVALID_REQUEST", message, 400);
 }
 
 std::string_view message_for(std::string_view status) {
+  if (status == "OK" || status == "ZERO_RESULTS")
+    return {};
   if (status == "OVER_QUERY_LIMIT")
     return "You have exceeded your daily request quota for this API. If you "
            "did not set a custom daily request quota, verify your project has "
@@ -613,17 +530,7 @@ std::string_view message_for(std::string_view status) {
     return "The provided API key is invalid.";
   if (status == "INVALID_REQUEST")
     return "Invalid request. Missing the 'location' parameter.";
-  if (status == "OK" || status == "ZERO_RESULTS")
-    return {};
   return "An internal error occurred. Please try again.";
-}
-
-reply plain_reply(unsigned http_status, std::string_view text) {
-  return {http_status,
-          "text/plain; charset=UTF-8",
-          std::string(text) + "\n",
-          {},
-          0};
 }
 
 reply search_page(const search_key& k, int page, const stub_config& cfg) {
@@ -632,37 +539,35 @@ reply search_page(const search_key& k, int page, const stub_config& cfg) {
   if (total == 0 && page == 0)
     return legacy_status("ZERO_RESULTS", {});
   if (first >= total)
-    return legacy_status("INVALID_REQUEST", "Invalid page token.", 400);
-  int count = std::min(page_size, total - first);
-  rng area_rng(mix(static_cast<std::uint64_t>(k.lat_e6 / 100000) * 7919 ^
-                   static_cast<std::uint64_t>(k.lng_e6 / 100000)));
-  std::string area =
-      std::string(area_rng.pick(localities)) + ", " + area_rng.pick(regions);
+    return invalid_request("Invalid page token.");
+  int last = std::min(first + page_size, total);
+  // Neighbouring searches share a locality: one name per 0.1 degree cell.
+  rng area(mix(static_cast<std::uint64_t>(k.lat_e6 / 100000) * 7919 ^
+               static_cast<std::uint64_t>(k.lng_e6 / 100000)));
+  auto locality = area.pick(localities);
+  auto region = area.pick(regions);
 
   json_writer j;
-  j.begin_object();
-  j.key("html_attributions").begin_array().end_array();
-  if (first + count < total)
+  j.begin('{');
+  j.key("html_attributions").begin('[').end(']');
+  if (last < total)
     j.key("next_page_token").value(encode_page_token(k, page + 1));
-  j.key("results").begin_array();
-  for (int i = first; i < first + count; ++i)
-    write_place(j, k, i, area);
-  j.end_array();
+  j.key("results").begin('[');
+  for (int i = first; i < last; ++i)
+    write_place(j, k, static_cast<std::size_t>(i), locality, region);
+  j.end(']');
   j.key("status").value("OK");
-  j.end_object();
-  return {200, "application/json; charset=UTF-8", std::move(j).finish(), "OK",
-          count};
+  j.end('}');
+  return {200, json_type, std::move(j).finish(), "OK",
+          static_cast<std::size_t>(last - first)};
 }
 
 std::string percent_decode(std::string_view s) {
-  auto hex = [](char c) {
+  auto hex = [](char c) -> int {
     if (c >= '0' && c <= '9')
       return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
+    c = static_cast<char>(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
   };
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -677,31 +582,18 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
-using query_params = std::vector<std::pair<std::string, std::string>>;
-
-query_params parse_query(std::string_view query) {
-  query_params params;
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto part = query.substr(0, amp);
-    query = amp == std::string_view::npos ? "" : query.substr(amp + 1);
-    if (part.empty())
-      continue;
-    auto eq = part.find('=');
-    params.emplace_back(percent_decode(part.substr(0, eq)),
-                        eq == std::string_view::npos
-                            ? std::string{}
-                            : percent_decode(part.substr(eq + 1)));
+// The decoded value of the first `name` parameter in the query, if any.
+std::optional<std::string> query_param(std::string_view query,
+                                       std::string_view name) {
+  for (std::size_t start = 0; start < query.size();) {
+    auto stop = std::min(query.find('&', start), query.size());
+    auto part = query.substr(start, stop - start);
+    auto eq = std::min(part.find('='), part.size());
+    if (percent_decode(part.substr(0, eq)) == name)
+      return percent_decode(part.substr(std::min(eq + 1, part.size())));
+    start = stop + 1;
   }
-  return params;
-}
-
-const std::string* find_param(const query_params& params,
-                              std::string_view name) {
-  for (const auto& [k, v] : params)
-    if (k == name)
-      return &v;
-  return nullptr;
+  return std::nullopt;
 }
 
 std::optional<double> parse_number(std::string_view s) {
@@ -722,39 +614,30 @@ std::optional<double> parse_number(std::string_view s) {
 reply answer(http::verb method, std::string_view target,
              const stub_config& cfg) {
   // Failure switches override everything, so a test gets what it asked for.
+  if (cfg.http_status == 204 || cfg.http_status == 304)
+    return {cfg.http_status, "text/html; charset=UTF-8", {}};
   if (cfg.http_status != 0) {
-    auto code = cfg.http_status;
-    if (code == 204 || code == 304)
-      return {code, "text/html; charset=UTF-8", {}, {}, 0};
-    return {code,
-            "text/html; charset=UTF-8",
-            "<!DOCTYPE html>\n<html lang=en>\n<title>Error " +
-                std::to_string(code) + "</title>\n<p><b>" +
-                std::to_string(code) + ".</b> That's an error.\n",
-            {},
-            0};
+    auto code = std::to_string(cfg.http_status);
+    return {cfg.http_status, "text/html; charset=UTF-8",
+            "<!DOCTYPE html>\n<html lang=en>\n<title>Error " + code +
+                "</title>\n<p><b>" + code + ".</b> That's an error.\n"};
   }
   if (cfg.invalid_json)
-    return {200,
-            "application/json; charset=UTF-8",
+    return {200, json_type,
             "{\n   \"html_attributions\" : [],\n   \"results\" : [\n      {\n"
-            "         \"name\" : \"x\"",
-            {},
-            0};
+            "         \"name\" : \"x\""};
   if (!cfg.fail_status.empty())
     return legacy_status(cfg.fail_status, message_for(cfg.fail_status));
 
   if (method != http::verb::get)
-    return plain_reply(405, "Method Not Allowed");
-  auto qmark = target.find('?');
+    return {405, "text/plain; charset=UTF-8", "Method Not Allowed\n"};
+  auto qmark = std::min(target.find('?'), target.size());
   if (target.substr(0, qmark) != search_path)
-    return plain_reply(404, "Not Found");
-  auto params =
-      parse_query(qmark == std::string_view::npos ? std::string_view{}
-                                                  : target.substr(qmark + 1));
+    return {404, "text/plain; charset=UTF-8", "Not Found\n"};
+  auto query = target.substr(std::min(qmark + 1, target.size()));
 
-  auto key = find_param(params, "key");
-  if (key == nullptr || key->empty())
+  auto key = query_param(query, "key");
+  if (!key || key->empty())
     return legacy_status(
         "REQUEST_DENIED",
         "You must use an API key to authenticate each request to Google Maps "
@@ -764,31 +647,28 @@ reply answer(http::verb method, std::string_view target,
     return legacy_status("REQUEST_DENIED", "The provided API key is invalid.");
 
   // With a page token, every other parameter is ignored (as Google does).
-  if (auto token = find_param(params, "pagetoken"); token && !token->empty()) {
+  if (auto token = query_param(query, "pagetoken"); token && !token->empty()) {
     auto decoded = decode_page_token(*token);
-    if (!decoded || decoded->second < 1)
-      return legacy_status("INVALID_REQUEST", "Invalid page token.", 400);
+    if (!decoded)
+      return invalid_request("Invalid page token.");
     return search_page(decoded->first, decoded->second, cfg);
   }
 
-  auto location = find_param(params, "location");
-  if (location == nullptr || location->empty())
-    return legacy_status("INVALID_REQUEST",
-                         "Invalid request. Missing the 'location' parameter.",
-                         400);
-  auto comma = location->find(',');
+  auto location = query_param(query, "location");
+  if (!location || location->empty())
+    return invalid_request(
+        "Invalid request. Missing the 'location' parameter.");
+  auto comma = std::min(location->find(','), location->size());
   auto lat = parse_number(std::string_view(*location).substr(0, comma));
-  auto lng = comma == std::string::npos
+  auto lng = comma == location->size()
                  ? std::nullopt
                  : parse_number(std::string_view(*location).substr(comma + 1));
-  if (!lat || !lng || *lat < -90 || *lat > 90 || *lng < -180 || *lng > 180)
-    return legacy_status("INVALID_REQUEST",
-                         "Invalid request. Invalid 'location' parameter.", 400);
-  auto radius_param = find_param(params, "radius");
-  auto radius = radius_param ? parse_number(*radius_param) : std::nullopt;
+  if (!lat || !lng || std::abs(*lat) > 90 || std::abs(*lng) > 180)
+    return invalid_request("Invalid request. Invalid 'location' parameter.");
+  auto radius_text = query_param(query, "radius");
+  auto radius = radius_text ? parse_number(*radius_text) : std::nullopt;
   if (!radius || *radius <= 0)
-    return legacy_status("INVALID_REQUEST",
-                         "Invalid request. Invalid 'radius' parameter.", 400);
+    return invalid_request("Invalid request. Invalid 'radius' parameter.");
 
   search_key k{static_cast<std::int32_t>(std::llround(*lat * 1e6)),
                static_cast<std::int32_t>(std::llround(*lng * 1e6)),
@@ -799,39 +679,29 @@ reply answer(http::verb method, std::string_view target,
 
 // -- logging ------------------------------------------------------------------
 
-std::mutex log_mutex;
-
 void log_line(const std::string& line) {
-  std::lock_guard<std::mutex> guard(log_mutex);
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> guard(mutex);
   std::cout << line << std::endl;
 }
 
 // The legacy API carries the key in the URL: it must never reach a log.
 std::string redact(std::string_view target) {
-  auto qmark = target.find('?');
-  if (qmark == std::string_view::npos)
-    return std::string(target);
-  std::string out(target.substr(0, qmark + 1));
-  auto query = target.substr(qmark + 1);
-  const char* sep = "";
-  while (true) {
-    auto amp = query.find('&');
-    auto part = query.substr(0, amp);
-    out += sep;
-    out += part.substr(0, 4) == "key=" ? std::string("key=REDACTED")
-                                       : std::string(part);
-    sep = "&";
-    if (amp == std::string_view::npos)
-      break;
-    query = query.substr(amp + 1);
+  std::string out;
+  for (std::size_t start = 0; start <= target.size();) {
+    auto stop = std::min(target.find_first_of("?&", start), target.size());
+    auto part = target.substr(start, stop - start);
+    out += part.substr(0, 4) == "key=" ? "key=REDACTED" : part;
+    if (stop < target.size())
+      out += target[stop];
+    start = stop + 1;
   }
   return out;
 }
 
-// -- one connection
-// -------------------------------------------------------------
+// -- one connection -----------------------------------------------------------
 
-// One request at a time per connection: read, (wait), answer, write, repeat.
+// Serves one request at a time: read, (wait), answer, write, read again.
 // Stream is beast::tcp_stream or beast::ssl_stream<beast::tcp_stream>.
 template<class Stream>
 class session : public std::enable_shared_from_this<session<Stream>> {
@@ -841,7 +711,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   template<class... StreamArgs>
   session(const stub_config& cfg, tcp::socket&& socket, StreamArgs&... args)
       : cfg_(cfg), stream_(std::move(socket), args...),
-        timer_(stream_.get_executor()) {}
+        delay_(stream_.get_executor()) {}
 
   void run() {
     net::dispatch(
@@ -881,22 +751,21 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     if (ec == http::error::end_of_stream)
       return do_close();
     if (ec) {
-      // A broken request gets a 400; a dead or timed-out peer gets nothing.
+      // A broken request gets a 400; a gone or timed-out peer gets nothing.
       if (ec.category() !=
           http::make_error_code(http::error::bad_target).category())
         return;
       if (cfg_.log)
         log_line("- - -> 400 malformed request (" + ec.message() + ")");
-      reply bad = plain_reply(400, "Bad Request");
-      return send(bad, 11, false);
+      return send({400, "text/plain; charset=UTF-8", "Bad Request\n"}, 11,
+                  false);
     }
     request_ = parser_->release();
-    if (cfg_.delay.count() > 0) {
-      timer_.expires_after(cfg_.delay);
-      return timer_.async_wait(beast::bind_front_handler(
-          &session::on_delay, this->shared_from_this()));
-    }
-    respond();
+    if (cfg_.delay.count() == 0)
+      return respond();
+    delay_.expires_after(cfg_.delay);
+    delay_.async_wait(beast::bind_front_handler(&session::on_delay,
+                                                this->shared_from_this()));
   }
 
   void on_delay(beast::error_code ec) {
@@ -905,29 +774,28 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   }
 
   void respond() {
-    std::string what;
-    if (cfg_.log)
-      what = std::string(request_.method_string()) + " " +
-             redact(request_.target()) + " -> ";
+    std::string line = cfg_.log ? std::string(request_.method_string()) + " " +
+                                      redact(request_.target()) + " -> "
+                                : std::string();
     if (cfg_.drop) {
       if (cfg_.log)
-        log_line(what + "dropped");
+        log_line(line + "dropped");
       beast::error_code ignored;
-      beast::get_lowest_layer(stream_).socket().shutdown(
-          tcp::socket::shutdown_both, ignored);
-      beast::get_lowest_layer(stream_).close();
+      auto& socket = beast::get_lowest_layer(stream_).socket();
+      socket.shutdown(tcp::socket::shutdown_both, ignored);
+      socket.close(ignored);
       return;
     }
     reply r = answer(request_.method(), request_.target(), cfg_);
     if (cfg_.log)
-      log_line(what + std::to_string(r.http_status) + " " +
+      log_line(line + std::to_string(r.http_status) + " " +
                (r.places_status.empty() ? "-" : r.places_status) +
                " results=" + std::to_string(r.results) +
                " bytes=" + std::to_string(r.body.size()));
-    send(r, request_.version(), request_.keep_alive());
+    send(std::move(r), request_.version(), request_.keep_alive());
   }
 
-  void send(reply& r, unsigned version, bool keep_alive) {
+  void send(reply r, unsigned version, bool keep_alive) {
     response_ = {};
     response_.version(version);
     response_.result(r.http_status);
@@ -967,20 +835,19 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 
   const stub_config& cfg_;
   Stream stream_;
-  net::steady_timer timer_;
+  net::steady_timer delay_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
 };
 
-// -- accepting connections
-// ------------------------------------------------------
+// -- accepting connections ----------------------------------------------------
 
 class listener : public std::enable_shared_from_this<listener> {
  public:
   listener(net::io_context& ioc, const stub_config& cfg, ssl::context* tls,
-           tcp::endpoint endpoint)
+           const tcp::endpoint& endpoint)
       : ioc_(ioc), cfg_(cfg), tls_(tls), acceptor_(net::make_strand(ioc)),
         backoff_(acceptor_.get_executor()) {
     acceptor_.open(endpoint.protocol());
@@ -1006,7 +873,7 @@ class listener : public std::enable_shared_from_this<listener> {
 
   void on_accept(beast::error_code ec, tcp::socket socket) {
     if (ec) {
-      // Out of descriptors and the like: wait a little instead of spinning.
+      // Out of descriptors and the like: pause instead of spinning.
       std::cerr << "places-stub: accept: " << ec.message() << std::endl;
       backoff_.expires_after(100ms);
       return backoff_.async_wait([self = shared_from_this()](
@@ -1029,38 +896,37 @@ class listener : public std::enable_shared_from_this<listener> {
   net::steady_timer backoff_;
 };
 
-// -- command line
-// ---------------------------------------------------------------
+// -- command line -------------------------------------------------------------
 
 constexpr const char* usage = R"(usage: places-stub [options]
 
 A local stand-in for Google's legacy Places Nearby Search:
   GET /maps/api/place/nearbysearch/json?location=LAT,LNG&radius=M&key=K
   GET /maps/api/place/nearbysearch/json?pagetoken=T&key=K
-Results are deterministic per (location, radius): 0..60 in total, 20 a page.
+Results are deterministic per (location, radius): 0..60 in all, 20 a page.
 
 options:
-  --host ADDR          IP address to listen on (default 127.0.0.1)
-  --port N             port to listen on; 0 picks a free one (default 0)
-  --threads N          I/O threads (default 1)
-  --port-file FILE     once listening, write the port number and a newline to
-                       FILE (written to a temporary file, then renamed)
-  --tls-cert FILE      PEM certificate chain; with --tls-key, serve HTTPS only
-  --tls-key FILE       PEM private key
-  --valid-key K        accept only key K (otherwise any non-empty key)
-  --results N          every location has N results in total (0..60)
-  --log                print one line per request on stdout (keys redacted)
-failure switches (they apply to every request; the first one set wins):
-  --drop               read each request, then close without answering
-  --http-status N      answer with HTTP status N (200..599) and an HTML body
-  --invalid-json       answer 200 with truncated JSON
-  --fail-status S      answer 200 with a legacy body of status S (e.g.
-                       OVER_QUERY_LIMIT) and no results
-  --delay-ms N         delay every answer (or drop) by N milliseconds
-  --help               show this text
+  --host ADDR         IP address to listen on (default 127.0.0.1)
+  --port N            port to listen on; 0 picks a free one (default 0)
+  --threads N         I/O threads (default 1)
+  --port-file FILE    once listening, write the port number and a newline to
+                      FILE (via a temporary file and a rename)
+  --tls-cert FILE     PEM certificate chain; with --tls-key, speak HTTPS only
+  --tls-key FILE      PEM private key
+  --valid-key K       accept only key K (default: any non-empty key)
+  --results N         every location has N results in all (0..60)
+  --log               print one line per request on stdout, keys redacted
+failure switches (for every request; the first in this list wins):
+  --drop              read each request, then close without answering
+  --http-status N     answer with HTTP status N (200..599) and an HTML body
+  --invalid-json      answer 200 with truncated JSON
+  --fail-status S     answer 200 with a legacy body of status S (such as
+                      OVER_QUERY_LIMIT or UNKNOWN_ERROR) and no results
+  --delay-ms N        wait N ms before each answer (or drop)
+  --help              show this text
 
-On start it prints "places-stub listening on http(s)://HOST:PORT".
-Exit status: 0 on SIGINT/SIGTERM, 1 if it cannot start, 2 on a bad option.
+Once listening it prints "places-stub listening on http(s)://HOST:PORT".
+Exit status: 0 after SIGINT/SIGTERM, 1 if it cannot start, 2 on bad options.
 )";
 
 [[noreturn]] void bad_option(const std::string& message) {
@@ -1074,8 +940,8 @@ long long parse_int(const std::string& option, const std::string& text,
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (text.empty() || ec != std::errc{} || end != text.data() + text.size() ||
       v < min || v > max)
-    bad_option(option + " needs an integer in [" + std::to_string(min) + ", " +
-               std::to_string(max) + "], got '" + text + "'");
+    bad_option(option + " needs an integer from " + std::to_string(min) +
+               " to " + std::to_string(max) + ", not '" + text + "'");
   return v;
 }
 
@@ -1083,21 +949,21 @@ stub_config parse_command_line(int argc, char** argv) {
   stub_config cfg;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (auto eq = arg.find('=');
-        arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      inline_value = arg.substr(eq + 1);
+    std::optional<std::string> attached; // from --option=value
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != arg.npos) {
+      attached = arg.substr(eq + 1);
       arg.resize(eq);
     }
-    auto value = [&]() -> std::string {
-      if (inline_value)
-        return *inline_value;
-      if (i + 1 >= argc)
+    auto value = [&] {
+      if (!attached && i + 1 >= argc)
         bad_option(arg + " needs a value");
-      return argv[++i];
+      return attached ? *attached : std::string(argv[++i]);
     };
-    auto flag = [&]() {
-      if (inline_value)
+    auto number = [&](long long min, long long max) {
+      return parse_int(arg, value(), min, max);
+    };
+    auto flag = [&] {
+      if (attached)
         bad_option(arg + " takes no value");
       return true;
     };
@@ -1107,9 +973,9 @@ stub_config parse_command_line(int argc, char** argv) {
     } else if (arg == "--host") {
       cfg.host = value();
     } else if (arg == "--port") {
-      cfg.port = static_cast<std::uint16_t>(parse_int(arg, value(), 0, 65535));
+      cfg.port = static_cast<std::uint16_t>(number(0, 65535));
     } else if (arg == "--threads") {
-      cfg.threads = static_cast<int>(parse_int(arg, value(), 1, 256));
+      cfg.threads = static_cast<int>(number(1, 256));
     } else if (arg == "--port-file") {
       cfg.port_file = value();
     } else if (arg == "--tls-cert") {
@@ -1117,24 +983,20 @@ stub_config parse_command_line(int argc, char** argv) {
     } else if (arg == "--tls-key") {
       cfg.tls_key = value();
     } else if (arg == "--valid-key") {
-      cfg.valid_key = value();
-      if (cfg.valid_key->empty())
+      if ((cfg.valid_key = value())->empty())
         bad_option("--valid-key needs a non-empty key");
     } else if (arg == "--results") {
-      cfg.forced_results =
-          static_cast<int>(parse_int(arg, value(), 0, max_total_results));
+      cfg.forced_results = static_cast<int>(number(0, max_results));
     } else if (arg == "--fail-status") {
       cfg.fail_status = value();
       if (cfg.fail_status.empty() ||
           cfg.fail_status.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") !=
               std::string::npos)
-        bad_option("--fail-status needs a status like OVER_QUERY_LIMIT");
+        bad_option("--fail-status needs a status such as OVER_QUERY_LIMIT");
     } else if (arg == "--http-status") {
-      cfg.http_status =
-          static_cast<unsigned>(parse_int(arg, value(), 200, 599));
+      cfg.http_status = static_cast<unsigned>(number(200, 599));
     } else if (arg == "--delay-ms") {
-      cfg.delay = std::chrono::milliseconds(
-          parse_int(arg, value(), 0, 24LL * 3600 * 1000));
+      cfg.delay = std::chrono::milliseconds(number(0, 86'400'000));
     } else if (arg == "--drop") {
       cfg.drop = flag();
     } else if (arg == "--invalid-json") {
@@ -1150,17 +1012,16 @@ stub_config parse_command_line(int argc, char** argv) {
   return cfg;
 }
 
+// Written whole or not at all, so a test polling for the file never reads
+// half a number.
 void write_port_file(const std::string& path, std::uint16_t port) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << port << '\n';
-    if (!out.flush())
-      throw std::runtime_error("cannot write " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  std::ofstream out(tmp, std::ios::trunc);
+  out << port << '\n';
+  out.close();
+  if (out.fail() || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
-    throw std::runtime_error("cannot rename " + tmp + " to " + path);
+    throw std::runtime_error("cannot write port file " + path);
   }
 }
 
@@ -1170,12 +1031,12 @@ int main(int argc, char** argv) {
   stub_config cfg = parse_command_line(argc, argv);
   beast::error_code ec;
   auto address = net::ip::make_address(
-      cfg.host == "localhost" ? std::string("127.0.0.1") : cfg.host, ec);
+      cfg.host == "localhost" ? "127.0.0.1" : cfg.host, ec);
   if (ec)
-    bad_option("--host needs an IP address, got '" + cfg.host + "'");
+    bad_option("--host needs an IP address, not '" + cfg.host + "'");
 
   try {
-    // Declared before the io_context, so sessions die before the context.
+    // Declared before the io_context, so sessions go before the context does.
     std::optional<ssl::context> tls;
     if (!cfg.tls_cert.empty()) {
       tls.emplace(ssl::context::tls_server);
@@ -1189,17 +1050,17 @@ int main(int argc, char** argv) {
     net::io_context ioc(cfg.threads);
     auto server = std::make_shared<listener>(ioc, cfg, tls ? &*tls : nullptr,
                                              tcp::endpoint{address, cfg.port});
-    std::uint16_t port = server->port();
     server->run();
-
     net::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&ioc](beast::error_code, int) { ioc.stop(); });
 
     if (!cfg.port_file.empty())
-      write_port_file(cfg.port_file, port);
-    std::string shown = address.is_v6() ? "[" + cfg.host + "]" : cfg.host;
+      write_port_file(cfg.port_file, server->port());
     std::cout << "places-stub listening on " << (tls ? "https" : "http")
-              << "://" << shown << ":" << port << std::endl;
+              << "://"
+              << (address.is_v6() ? "[" + address.to_string() + "]"
+                                  : address.to_string())
+              << ":" << server->port() << std::endl;
 
     std::vector<std::thread> workers;
     for (int i = 1; i < cfg.threads; ++i)

@@ -339,6 +339,7 @@ TEST_CASE("radius accepts the limits 0 < r <= 50 exactly") {
   CHECK_FALSE(radius("51"));
   CHECK_FALSE(radius("100"));
   CHECK_FALSE(radius("99999999999999999999999"));
+  CHECK_FALSE(radius("4294967306"));
 }
 
 TEST_CASE("radius rejects anything but plain decimal digits") {
@@ -404,6 +405,8 @@ TEST_CASE("coordinates just past the boundary are rejected") {
   CHECK_FALSE(location_ok("+900+0"));
   CHECK_FALSE(location_ok("+0+1800"));
   CHECK_FALSE(location_ok("+99999999999999999999999+0"));
+  CHECK_FALSE(location_ok("+4294967341+0"));
+  CHECK_FALSE(location_ok("+0-18446744073709551616"));
 }
 
 TEST_CASE("malformed locations are rejected") {
