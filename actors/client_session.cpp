@@ -4,7 +4,9 @@
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/catch_up.hpp"
 #include "actors/places_request.hpp"
+#include "net/peer_protocol.hpp"
 #include "net/logging.hpp"
 #include "net/protocol.hpp"
 
@@ -23,7 +25,7 @@ void flush_updates(session_ptr self) {
   for (size_t i = 0; i < st.updates.size(); ++i) {
     if (st.updates[i].empty())
       continue;
-    self->send(st.node->registry_shards[i], update_atom::value, std::string{},
+    self->send(st.node->registry_shards[i], update_atom::value, st.peer_name,
                std::move(st.updates[i]));
     st.updates[i] = {};
   }
@@ -128,11 +130,150 @@ void handle_whatsat(session_ptr self, const proto::whatsat& msg,
       });
 }
 
+// -- peer mode --------------------------------------------------------------------
+
+void refuse_peer(session_ptr self, const std::string& reason) {
+  auto& st = self->state;
+  HERD_LOG_WARN("{} peer connection{} refused: {}", st.log_name,
+                st.peer_name.empty() ? "" : " from " + st.peer_name, reason);
+  st.now = client_session_state::mode::refused;
+  st.out += "HERD-REFUSED " + reason + "\n";
+  ++st.out_lines;
+  st.eof = true; // close once this is written
+}
+
+void handle_hello(session_ptr self, std::string_view line) {
+  auto& st = self->state;
+  auto& node = *st.node;
+  auto h = peer::parse_hello(line);
+  if (!h) {
+    refuse_peer(self, "malformed HERD-HELLO");
+    return;
+  }
+  st.peer_name = h->dialer;
+  if (h->version != peer::protocol_version) {
+    refuse_peer(self, "unsupported version " + std::to_string(h->version));
+    return;
+  }
+  if (h->acceptor != node.server_name) {
+    refuse_peer(self, "this is " + node.server_name + ", not "
+                        + log::escape(h->acceptor));
+    return;
+  }
+  if (!node.is_neighbour(h->dialer)) {
+    refuse_peer(self, log::escape(h->dialer) + " is not a neighbour of "
+                        + node.server_name);
+    return;
+  }
+  HERD_LOG_INFO("{} peer connection opened by {}", st.log_name, st.peer_name);
+  st.dialer_nonce = h->nonce;
+  st.our_nonce = peer::make_nonce();
+  peer::challenge c{node.server_name, st.our_nonce,
+                    peer::handshake_mac(node.peer_secret, "accept", h->dialer,
+                                        node.server_name, h->nonce,
+                                        st.our_nonce)};
+  st.out += peer::format_challenge(c) + "\n";
+  ++st.out_lines;
+  st.now = client_session_state::mode::peer_handshake;
+}
+
+void handle_auth(session_ptr self, std::string_view line) {
+  auto& st = self->state;
+  auto& node = *st.node;
+  auto mac = peer::parse_auth(line);
+  auto expected = peer::handshake_mac(node.peer_secret, "dial", st.peer_name,
+                                      node.server_name, st.dialer_nonce,
+                                      st.our_nonce);
+  if (!mac || !peer::mac_equal(*mac, expected)) {
+    refuse_peer(self, "authentication failed");
+    return;
+  }
+  st.now = client_session_state::mode::peer;
+  st.log_name = "peer " + st.peer_name + "->" + node.server_name + " "
+                + st.conn->remote();
+  st.conn->set_output_limit(node.peer_output_limit);
+  st.out += "HERD-OK\n";
+  ++st.out_lines;
+  HERD_LOG_INFO("{} authenticated{}", st.log_name,
+                node.peer_secret.empty() ? " (no secret: unauthenticated)"
+                                         : "");
+}
+
+/// Answers a neighbour's SYNC: our records in every bucket whose digest
+/// differs, then SYNC-END listing those buckets so it can send us its own.
+void answer_sync(session_ptr self, std::vector<uint64_t> theirs) {
+  auto& st = self->state;
+  auto buckets = static_cast<uint32_t>(theirs.size());
+  gather_digests(self, *st.node, [self, theirs = std::move(theirs),
+                                  buckets](std::vector<uint64_t>& full) {
+    auto differing
+      = differing_buckets(peer::fold_digests(full, buckets), theirs);
+    auto send = [self, buckets, differing](std::vector<std::string>& lines) {
+      auto& cur = self->state;
+      auto bytes = join_lines(lines);
+      bytes += peer::format_sync_end(buckets, differing);
+      bytes += '\n';
+      HERD_LOG_INFO("{} catch-up asked: {} of {} buckets differ, sending {} "
+                    "records ({} bytes)",
+                    cur.log_name, differing.size(), buckets, lines.size(),
+                    bytes.size());
+      cur.conn->send(std::move(bytes), 0);
+    };
+    if (differing.empty()) {
+      std::vector<std::string> none;
+      send(none);
+    } else {
+      gather_records(self, *self->state.node, buckets, differing,
+                     std::move(send));
+    }
+  });
+}
+
+void handle_peer_line(session_ptr self, std::string_view line) {
+  auto& st = self->state;
+  ++st.out_lines; // a neighbour's lines are never answered
+  auto parsed = proto::parse_line(line);
+  if (parsed.kind == proto::line_kind::at) {
+    if (st.node->log_messages)
+      HERD_LOG_INFO("{} in: {}", st.log_name, log::escape(line));
+    auto shard = st.node->shard_index(parsed.at.client_id);
+    st.updates[shard].push_back({std::string(parsed.at.client_id),
+                                 parsed.at.time_ns, std::string(line)});
+  } else if (auto theirs = peer::parse_sync(line)) {
+    flush_updates(self);
+    answer_sync(self, std::move(*theirs));
+  } else if (parsed.kind != proto::line_kind::blank) {
+    HERD_LOG_WARN("{} ignored from neighbour: {}", st.log_name,
+                  log::escape(line.substr(0, 200)));
+  }
+}
+
 /// `line` comes without its terminator (the connection strips "\n" or
 /// "\r\n"), so it is echoed as it is in a "? " reply.
 void handle_line(session_ptr self, std::string_view line,
                  int64_t received_ns) {
   auto& st = self->state;
+  using mode = client_session_state::mode;
+  switch (st.now) {
+    case mode::peer:
+      handle_peer_line(self, line);
+      return;
+    case mode::peer_handshake:
+      handle_auth(self, line);
+      return;
+    case mode::refused:
+      ++st.out_lines;
+      return;
+    case mode::client:
+      break;
+  }
+  if (st.first_line) {
+    st.first_line = false;
+    if (line.rfind("HERD-HELLO", 0) == 0) {
+      handle_hello(self, line);
+      return;
+    }
+  }
   auto parsed = proto::parse_line(line);
   if (parsed.kind == proto::line_kind::blank) {
     ++st.out_lines; // nothing to say, but the line is answered
@@ -216,6 +357,7 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
         begin = end;
       }
       flush_output(self);
+      maybe_finish(self); // a refused peer is closed here
     },
     [self](eof_atom) {
       self->state.eof = true;

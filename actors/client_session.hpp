@@ -34,6 +34,14 @@ struct client_session_state {
   std::vector<std::vector<location_update>> updates;
   bool eof = false;
 
+  // -- peer mode: a connection that opened with HERD-HELLO ---------------------
+  enum class mode { client, peer_handshake, peer, refused };
+  mode now = mode::client;
+  bool first_line = true;
+  std::string peer_name;    ///< the dialling neighbour, once named
+  std::string dialer_nonce; ///< from its HERD-HELLO
+  std::string our_nonce;    ///< in our HERD-CHALLENGE
+
   static inline const char* name = "client_session";
 };
 

@@ -1,27 +1,54 @@
 #include "actors/location_registry.hpp"
 
+#include "net/peer_protocol.hpp"
 #include "net/protocol.hpp"
 
 namespace herd {
 
-bool location_registry_state::store(location_update& u) {
+location_registry_state::location_registry_state()
+  : digests(peer::max_buckets, 0) {
+}
+
+auto location_registry_state::store(location_update& u) -> const record* {
   auto [it, inserted] = clients.try_emplace(std::move(u.client_id));
   auto& rec = it->second;
-  if (!inserted && u.time_ns <= rec.time_ns)
-    return false; // equal or older: dropped, which is what ends a flood
+  if (inserted) {
+    rec.client_hash = peer::client_hash(it->first);
+  } else {
+    if (u.time_ns <= rec.time_ns)
+      return nullptr; // equal or older: dropped, which is what ends a flood
+    digests[peer::bucket_of(rec.client_hash)]
+      ^= peer::record_hash(rec.client_hash, rec.time_ns);
+  }
   rec.time_ns = u.time_ns;
   rec.at_line = std::move(u.at_line);
-  return true;
+  digests[peer::bucket_of(rec.client_hash)]
+    ^= peer::record_hash(rec.client_hash, rec.time_ns);
+  return &rec;
 }
 
 location_registry_actor::behavior_type
 location_registry(location_registry_actor::stateful_pointer<
                   location_registry_state> self) {
   return {
-    [self](update_atom, const std::string&,
+    [self](update_atom, const std::string& origin,
            std::vector<location_update>& updates) {
+      auto& st = self->state;
+      if (st.links.empty()) {
+        for (auto& u : updates)
+          st.store(u);
+        return;
+      }
+      std::vector<std::string> newer;
       for (auto& u : updates)
-        self->state.store(u);
+        if (auto* rec = st.store(u))
+          newer.push_back(rec->at_line);
+      if (newer.empty())
+        return;
+      // Every neighbour but the one it came from; the AT line travels as is.
+      for (auto& [name, link] : st.links)
+        if (name != origin)
+          self->send(link, flood_atom::value, newer);
     },
     [self](lookup_atom, const std::string& client_id) -> lookup_result {
       lookup_result result;
@@ -38,6 +65,31 @@ location_registry(location_registry_actor::stateful_pointer<
       return result;
     },
     [self](size_atom) -> uint64_t { return self->state.clients.size(); },
+    [self](peers_atom, std::vector<std::string>& names,
+           std::vector<peer_link_actor>& links) {
+      auto& st = self->state;
+      st.links.clear();
+      for (size_t i = 0; i < names.size() && i < links.size(); ++i)
+        st.links.emplace_back(std::move(names[i]), std::move(links[i]));
+    },
+    [self](digest_atom) -> std::vector<uint64_t> {
+      return self->state.digests;
+    },
+    [self](records_atom, uint32_t buckets,
+           const std::vector<uint32_t>& wanted) -> std::vector<std::string> {
+      std::vector<bool> want(buckets, false);
+      for (auto b : wanted)
+        if (b < buckets)
+          want[b] = true;
+      int shift = peer::max_bucket_bits;
+      for (uint32_t b = buckets; b > 1; b >>= 1)
+        --shift;
+      std::vector<std::string> lines;
+      for (auto& [id, rec] : self->state.clients)
+        if (want[peer::bucket_of(rec.client_hash) >> shift])
+          lines.push_back(rec.at_line);
+      return lines;
+    },
   };
 }
 

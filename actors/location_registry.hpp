@@ -1,9 +1,12 @@
-// The location registry: the single owner of every client's newest record.
+// The location registry: the single owner of every client's newest record
+// (or of one shard of the client IDs), the source of floods to neighbours,
+// and the keeper of the catch-up digests.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "actors/interfaces.hpp"
 
@@ -12,13 +15,20 @@ namespace herd {
 struct location_registry_state {
   struct record {
     int64_t time_ns = 0;
+    uint64_t client_hash = 0; ///< peer::client_hash of the ID
     std::string at_line;
   };
 
   std::unordered_map<std::string, record> clients;
+  /// XOR of peer::record_hash over the records of each bucket.
+  std::vector<uint64_t> digests;
+  std::vector<std::pair<std::string, peer_link_actor>> links;
 
-  /// Stores `u` if it is strictly newer than what is held; true if stored.
-  bool store(location_update& u);
+  location_registry_state();
+
+  /// Stores `u` if it is strictly newer than what is held; returns the
+  /// stored record, or nullptr when `u` was stale.
+  const record* store(location_update& u);
 
   static inline const char* name = "location_registry";
 };

@@ -13,6 +13,8 @@
 #include "actors/client_session.hpp"
 #include "actors/location_registry.hpp"
 #include "actors/node_context.hpp"
+#include "actors/peer_link.hpp"
+#include "net/peer_protocol.hpp"
 #include "net/logging.hpp"
 #include "net/tcp_server.hpp"
 
@@ -46,6 +48,34 @@ int run_node(const node_options& opts) {
                 opts.name, opts.config_origin, cfg.threads, cfg.io_threads,
                 cfg.registry_shards);
 
+  // Membership: with no secret, a herd may only run on one machine.
+  std::string secret = env_or_empty(cfg.peer_secret_env);
+  if (secret.empty()) {
+    for (auto& [name, addr] : cfg.servers) {
+      if (!peer::is_loopback_host(addr.host)) {
+        std::fprintf(stderr,
+                     "herd-node: %s: key \"servers.%s.host\": value \"%s\" "
+                     "is not a loopback address, and no peer secret is set "
+                     "(environment variable %s, named by \"peer_secret_env\"); "
+                     "refusing to run an unauthenticated herd across hosts\n",
+                     opts.config_origin.c_str(), name.c_str(),
+                     addr.host.c_str(), cfg.peer_secret_env.c_str());
+        HERD_LOG_ERROR("no peer secret and server {} is not on loopback: "
+                       "refusing to start",
+                       name);
+        log::close();
+        return 2;
+      }
+    }
+    HERD_LOG_WARN("no peer secret in {}: peers are unauthenticated (allowed "
+                  "because every server is on loopback)",
+                  cfg.peer_secret_env);
+  } else {
+    HERD_LOG_INFO("peer secret read from {}: peer connections must "
+                  "authenticate",
+                  cfg.peer_secret_env);
+  }
+
   caf::actor_system_config sys_cfg;
   sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.threads));
   sys_cfg.add_message_types<caf::id_block::herd>();
@@ -58,6 +88,9 @@ int run_node(const node_options& opts) {
   auto ctx = std::make_shared<node_context>();
   ctx->server_name = opts.name;
   ctx->log_messages = cfg.log_messages;
+  ctx->peer_secret = std::move(secret);
+  ctx->neighbours = cfg.neighbours(opts.name);
+  ctx->io = &pool;
   for (uint32_t i = 0; i < cfg.registry_shards; ++i)
     ctx->registry_shards.push_back(sys.spawn(location_registry));
 
@@ -88,6 +121,7 @@ int run_node(const node_options& opts) {
   limits.max_pending_lines = cfg.limits.max_pending_lines;
   limits.max_output_bytes = cfg.limits.max_output_bytes;
   const uint32_t max_connections = cfg.limits.max_connections;
+  ctx->limits = limits;
 
   asio::io_context main_ctx(1);
   asio::signal_set signals(main_ctx, SIGINT, SIGTERM);
@@ -129,6 +163,17 @@ int run_node(const node_options& opts) {
   }
   server->start();
   pool.start();
+
+  // One link per neighbour; the registry floods through them.
+  std::vector<std::string> link_names;
+  std::vector<peer_link_actor> links;
+  for (auto& n : ctx->neighbours) {
+    link_names.push_back(n);
+    links.push_back(sys.spawn(peer_link, std::shared_ptr<const node_context>(ctx),
+                              n, cfg.servers.at(n)));
+  }
+  for (auto& shard : ctx->registry_shards)
+    caf::anon_send(shard, peers_atom::value, link_names, links);
   HERD_LOG_INFO("node {} listening on {}:{}", opts.name, self_addr.host,
                 server->port());
 

@@ -9,6 +9,7 @@
 
 #include "actors/interfaces.hpp"
 #include "net/places_client.hpp"
+#include "net/tcp_server.hpp"
 
 namespace herd {
 
@@ -17,6 +18,22 @@ struct node_context {
   std::vector<location_registry_actor> registry_shards;
   std::shared_ptr<net::places_client> places;
   bool log_messages = true;
+  /// The herd's shared secret; empty when peers are unauthenticated. Never
+  /// logged, never sent: only MACs over it travel.
+  std::string peer_secret;
+  /// Servers allowed to open a peer connection to this one.
+  std::vector<std::string> neighbours;
+  net::io_pool* io = nullptr;
+  net::connection_limits limits;
+  /// Output room of an authenticated peer connection (catch-up batches).
+  uint32_t peer_output_limit = 64u << 20;
+
+  bool is_neighbour(std::string_view name) const {
+    for (auto& n : neighbours)
+      if (n == name)
+        return true;
+    return false;
+  }
 
   /// The shard that owns `client_id`: every message about one client goes
   /// through one mailbox, which is what keeps its order explicit.

@@ -110,9 +110,14 @@ class scanner {
 
   /// Skips JSON white space; notes a run that holds two or more '\n' (a
   /// blank line), so the caller knows whether newlines need collapsing.
-  void skip_ws() noexcept {
+  __attribute__((always_inline)) void skip_ws() noexcept {
     if (p_ == end_ || !is_ws(*p_))
       return;
+    // A lone space, as around ':' in pretty-printed bodies.
+    if (*p_ == ' ' && end_ - p_ > 1 && !is_ws(p_[1])) {
+      ++p_;
+      return;
+    }
     bool newline = false;
 #if defined(__SSE2__)
     const __m128i sp = _mm_set1_epi8(' ');
@@ -353,6 +358,8 @@ class scanner {
   bool value(int depth) {
     if (p_ == end_)
       return fail("unexpected end of input");
+    if (*p_ == '"')
+      return string();
     switch (*p_) {
     case '{':
       return object(depth + 1);
@@ -482,7 +489,25 @@ class scanner {
           q += 4;
           decoded += v < 0x80 ? static_cast<char>(v) : '\x80';
         } else {
-          decoded += *q; // '"', '\\', '/' or a letter: none in our names
+          switch (*q) {
+          case 'b':
+            decoded += '\b';
+            break;
+          case 'f':
+            decoded += '\f';
+            break;
+          case 'n':
+            decoded += '\n';
+            break;
+          case 'r':
+            decoded += '\r';
+            break;
+          case 't':
+            decoded += '\t';
+            break;
+          default:
+            decoded += *q; // '"', '\\' or '/'
+          }
         }
       }
       name = decoded;

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <ctime>
 
+#include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -276,6 +277,70 @@ void connection::do_close(close_reason why) {
   partial_.shrink_to_fit();
   if (auto h = std::move(handler_))
     h->on_closed(why);
+}
+
+void connection::set_output_limit(uint32_t bytes) {
+  asio::post(socket_.get_executor(), [self = shared_from_this(), bytes] {
+    self->limits_.max_output_bytes = bytes;
+  });
+}
+
+// -- dial -----------------------------------------------------------------------
+
+void dial(asio::io_context& ctx, const std::string& host, uint16_t port,
+          std::chrono::milliseconds timeout,
+          std::function<void(const boost::system::error_code&, tcp::socket)>
+            done) {
+  struct attempt {
+    attempt(asio::io_context& c, std::function<void(
+                                   const boost::system::error_code&,
+                                   tcp::socket)>
+                                   f)
+      : resolver(c), socket(c), timer(c), done(std::move(f)) {
+    }
+    tcp::resolver resolver;
+    tcp::socket socket;
+    asio::steady_timer timer;
+    std::function<void(const boost::system::error_code&, tcp::socket)> done;
+    bool finished = false;
+    void finish(const boost::system::error_code& ec) {
+      if (finished)
+        return;
+      finished = true;
+      timer.cancel();
+      resolver.cancel();
+      if (ec) {
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        done(ec, tcp::socket(socket.get_executor()));
+      } else {
+        done(ec, std::move(socket));
+      }
+    }
+  };
+  auto a = std::make_shared<attempt>(ctx, std::move(done));
+  a->timer.expires_after(timeout);
+  a->timer.async_wait([a](const boost::system::error_code& ec) {
+    if (!ec) {
+      boost::system::error_code ignored;
+      a->socket.close(ignored);
+      a->finish(asio::error::timed_out);
+    }
+  });
+  a->resolver.async_resolve(
+    host, std::to_string(port),
+    [a](const boost::system::error_code& ec,
+        const tcp::resolver::results_type& results) {
+      if (a->finished)
+        return;
+      if (ec) {
+        a->finish(ec);
+        return;
+      }
+      asio::async_connect(a->socket, results,
+                          [a](const boost::system::error_code& cec,
+                              const tcp::endpoint&) { a->finish(cec); });
+    });
 }
 
 // -- listener -----------------------------------------------------------------

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -97,6 +98,10 @@ public:
   /// Closes now. Any thread.
   void close(close_reason why);
 
+  /// Raises or lowers the output limit (a peer link needs more room for a
+  /// catch-up than a client needs for replies). Any thread.
+  void set_output_limit(uint32_t bytes);
+
   uint64_t id() const noexcept {
     return id_;
   }
@@ -150,6 +155,15 @@ private:
   io_pool& pool_;
   accept_fn on_accept_;
 };
+
+/// Connects to host:port without blocking: resolve and connect under one
+/// deadline. `done` runs once on a thread of `ctx`, with the error (a
+/// timeout reads as boost::asio::error::timed_out) or the connected socket.
+void dial(boost::asio::io_context& ctx, const std::string& host, uint16_t port,
+          std::chrono::milliseconds timeout,
+          std::function<void(const boost::system::error_code&,
+                             boost::asio::ip::tcp::socket)>
+            done);
 
 /// CLOCK_REALTIME in nanoseconds.
 int64_t realtime_ns() noexcept;

@@ -87,6 +87,9 @@ std::uint64_t mix(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
+constexpr std::string_view b64url =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 // splitmix64: small, fast, and the same on every platform.
 class rng {
  public:
@@ -141,69 +144,31 @@ int total_results(const search_key& k, const stub_config& cfg) {
 
 // -- page tokens --------------------------------------------------------------
 
-// base64url(lat, lng, radius, page, filler, mac): opaque, long like Google's,
-// and entirely determined by the search, so checking one is re-encoding it.
-constexpr std::string_view b64url =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-void put_u32(std::string& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8)
-    out += static_cast<char>((v >> shift) & 0xff);
-}
-
+// The search in hex, then characters derived from it and a secret: opaque and
+// long like Google's, and fully determined by the search, so checking a token
+// means re-encoding what it claims to be.
 std::string encode_page_token(const search_key& k, int page) {
-  std::string bytes;
-  put_u32(bytes, static_cast<std::uint32_t>(k.lat_e6));
-  put_u32(bytes, static_cast<std::uint32_t>(k.lng_e6));
-  put_u32(bytes, k.radius_m);
-  bytes += static_cast<char>(page);
-  rng filler(hash_of(k) + static_cast<std::uint64_t>(page));
-  for (int i = 0; i < 120; ++i)
-    bytes += static_cast<char>(filler.next() & 0xff);
-  std::uint64_t mac = 0x5eedca11ab1ef00dULL;
-  for (unsigned char c : bytes)
-    mac = mix(mac ^ c);
-  put_u32(bytes, static_cast<std::uint32_t>(mac >> 32));
-  put_u32(bytes, static_cast<std::uint32_t>(mac));
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    for (bits += 8; bits >= 6; bits -= 6)
-      out += b64url[(acc >> (bits - 6)) & 0x3f];
-  }
-  if (bits > 0)
-    out += b64url[(acc << (6 - bits)) & 0x3f];
-  return out;
+  char head[32];
+  std::snprintf(head, sizeof head, "AW%08x%08x%08x%02x",
+                static_cast<std::uint32_t>(k.lat_e6),
+                static_cast<std::uint32_t>(k.lng_e6), k.radius_m, page);
+  rng tail(mix(hash_of(k) ^ 0x5eedca11ab1ef00dULL) +
+           static_cast<unsigned>(page));
+  return head + tail.chars(160, b64url);
 }
 
 // The search and page a token stands for, or nothing if it is not ours.
 std::optional<std::pair<search_key, int>>
 decode_page_token(std::string_view token) {
-  std::string bytes;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : token.substr(0, 20)) { // 20 chars hold the first 13 bytes
-    auto pos = b64url.find(c);
-    if (pos == std::string_view::npos)
-      return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(pos);
-    if ((bits += 6) >= 8)
-      bytes += static_cast<char>((acc >> (bits -= 8)) & 0xff);
+  std::uint32_t field[4] = {};
+  for (std::size_t i = 0; i < 4 && token.size() > 28; ++i) {
+    auto text = token.substr(2 + 8 * i, i < 3 ? 8 : 2);
+    std::from_chars(text.data(), text.data() + text.size(), field[i], 16);
   }
-  if (bytes.size() < 13)
-    return std::nullopt;
-  auto u32 = [&bytes](std::size_t at) {
-    std::uint32_t v = 0;
-    for (std::size_t i = at; i < at + 4; ++i)
-      v = (v << 8) | static_cast<unsigned char>(bytes[i]);
-    return v;
-  };
-  search_key k{static_cast<std::int32_t>(u32(0)),
-               static_cast<std::int32_t>(u32(4)), u32(8)};
-  int page = static_cast<unsigned char>(bytes[12]);
-  if (page < 1 || encode_page_token(k, page) != token)
+  search_key k{static_cast<std::int32_t>(field[0]),
+               static_cast<std::int32_t>(field[1]), field[2]};
+  int page = static_cast<int>(field[3]);
+  if (page < 1 || page > 2 || encode_page_token(k, page) != token)
     return std::nullopt;
   return std::make_pair(k, page);
 }

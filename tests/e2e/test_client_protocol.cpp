@@ -1,1 +1,558 @@
-// placeholder
+// The client side of the protocol against a real herd-node: IAMAT, framing,
+// invalid lines, connection handling, the command line and the log.
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+
+#include <string>
+#include <vector>
+
+using namespace e2e;
+
+namespace {
+
+const std::string kiwi = "kiwi.cs.ucla.edu";
+const std::string ucla = "+34.068930-118.445127";
+const std::string old_time = "1621464827.959498503";
+
+/// One node "Alpha" with the given config tweaks; no Places upstream.
+struct one_node {
+  temp_dir dir;
+  herd h;
+  explicit one_node(config_spec spec = single_node_config())
+      : h(dir, std::move(spec)) {
+    h.start("Alpha");
+  }
+  std::uint16_t port() const { return h.port("Alpha"); }
+};
+
+/// Checks an AT reply (with its '\n') field by field; returns the time
+/// difference in nanoseconds.
+int64_t check_at_reply(const std::string& reply, const std::string& server,
+                       const std::string& client_id,
+                       const std::string& location, const std::string& time) {
+  INFO("reply: \"" << printable(reply) << "\"");
+  REQUIRE(!reply.empty());
+  REQUIRE(reply.back() == '\n');
+  auto at = parse_at(std::string_view(reply).substr(0, reply.size() - 1));
+  REQUIRE(at.has_value());
+  CHECK(at->server == server);
+  CHECK(at->client_id == client_id);
+  CHECK(at->location == location);
+  CHECK(at->time == time);
+  auto diff = parse_diff_ns(at->diff);
+  INFO("time difference: " << at->diff);
+  REQUIRE(diff.has_value());
+  CHECK(reply == "AT " + server + " " + at->diff + " " + client_id + " " +
+                     location + " " + time + "\n");
+  return *diff;
+}
+
+/// Sends one IAMAT with the given time text and checks that the time
+/// difference lies between what the server could have seen; returns it.
+std::string check_time_difference(const std::string& time) {
+  one_node n;
+  client c(n.port());
+  int64_t client_ns = parse_time_ns(time);
+  int64_t before = now_ns();
+  c.send(iamat(kiwi, ucla, time));
+  auto reply = c.read_line();
+  int64_t after = now_ns();
+  auto diff = check_at_reply(reply, "Alpha", kiwi, ucla, time);
+  CHECK(diff >= before - client_ns);
+  CHECK(diff <= after - client_ns);
+  auto at = parse_at(reply.substr(0, reply.size() - 1));
+  return at ? at->diff : std::string();
+}
+
+} // namespace
+
+TEST_CASE("an IAMAT with a current time gets an AT line with a small positive "
+          "time difference") {
+  int64_t t = now_ns();
+  std::string time = time_text(t, 9);
+  one_node n;
+  client c(n.port());
+  c.send(iamat(kiwi, ucla, time));
+  auto reply = c.read_line();
+  int64_t after = now_ns();
+  auto diff = check_at_reply(reply, "Alpha", kiwi, ucla, time);
+  auto at = parse_at(reply.substr(0, reply.size() - 1));
+  REQUIRE(at);
+  CHECK(at->diff[0] == '+');
+  CHECK(diff >= 0);
+  CHECK(diff <= after - t);
+  CHECK(diff < 2000000000);
+}
+
+TEST_CASE("a client time in the future gives a negative time difference") {
+  std::string time = time_text(now_ns() + 1000 * int64_t{1000000000}, 9);
+  auto diff = check_time_difference(time);
+  REQUIRE(!diff.empty());
+  CHECK(diff[0] == '-');
+  CHECK(diff.rfind("-99", 0) == 0);
+}
+
+TEST_CASE("an old client time gives a large difference in fixed notation") {
+  auto diff = check_time_difference(old_time);
+  REQUIRE(!diff.empty());
+  CHECK(diff[0] == '+');
+  CHECK(diff.find_first_of("eE") == std::string::npos);
+}
+
+TEST_CASE("a time with twelve fraction digits is echoed verbatim") {
+  std::string time = time_text(now_ns() - 5 * int64_t{1000000000}, 9) + "987";
+  REQUIRE(time.size() - time.find('.') - 1 == 12);
+  check_time_difference(time);
+}
+
+TEST_CASE("a time without a fraction is accepted") {
+  check_time_difference(time_text(now_ns() - int64_t{1000000000}, 0));
+}
+
+TEST_CASE("coordinates are echoed verbatim, trailing zeros and all") {
+  one_node n;
+  client c(n.port());
+  for (std::string loc : {"+34.068930-118.445127", "+34.0689300000-118.4451270",
+                          "+90.000000-180.000000", "-90.0+180.0",
+                          "-00.000000+000.000000", "+1.5+2.25"}) {
+    INFO("location " << loc);
+    c.send(iamat(kiwi, loc, old_time));
+    check_at_reply(c.read_line(), "Alpha", kiwi, loc, old_time);
+  }
+}
+
+TEST_CASE("fields separated by runs of white space are answered with single "
+          "spaces") {
+  one_node n;
+  client c(n.port());
+  c.send(" \t IAMAT\t" + kiwi + " \v\f " + ucla + "\t\t" + old_time + " \t\n");
+  check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
+}
+
+TEST_CASE("client IDs in UTF-8, emoji or invalid UTF-8 are echoed byte for "
+          "byte") {
+  one_node n;
+  client c(n.port());
+  for (std::string id : {"\xf0\x9f\xa5\x9d.example", // kiwi fruit emoji
+                         "caf\xc3\xa9-\xe6\x9d\xb1\xe4\xba\xac", // café-東京
+                         "bad\xff\xfe\x80utf8\xc3", // invalid UTF-8
+                         "no\xc2\xa0space",         // U+00A0 is no space
+                         "line\xe2\x80\xa8sep"}) {  // U+2028 neither
+    INFO("client ID " << printable(id));
+    c.send(iamat(id, ucla, old_time));
+    check_at_reply(c.read_line(), "Alpha", id, ucla, old_time);
+  }
+}
+
+TEST_CASE("a NUL byte inside a client ID is part of the ID") {
+  one_node n;
+  client c(n.port());
+  std::string id("nul\0byte", 8);
+  c.send(iamat(id, ucla, old_time));
+  check_at_reply(c.read_line(), "Alpha", id, ucla, old_time);
+}
+
+TEST_CASE("invalid lines are answered with a question mark and the line as "
+          "received") {
+  one_node n;
+  {
+    // The client is known, so the WHATSAT lines below fail on their fields.
+    client c(n.port());
+    c.send(iamat(kiwi, ucla, old_time));
+    check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
+  }
+  const std::string t = old_time;
+  const std::vector<std::string> lines{
+      "HELLO world",
+      "iamat " + kiwi + " " + ucla + " " + t,
+      "IAMATX " + kiwi + " " + ucla + " " + t,
+      "IAMAT",
+      "IAMAT " + kiwi,
+      "IAMAT " + kiwi + " " + ucla,
+      "IAMAT " + kiwi + " " + ucla + " " + t + " extra",
+      "IAMAT " + kiwi + " +34.068930 -118.445127 " + t,
+      // bad coordinates
+      "IAMAT " + kiwi + " 34.068930-118.445127 " + t,
+      "IAMAT " + kiwi + " +34.068930118.445127 " + t,
+      "IAMAT " + kiwi + " +34.068930 " + t,
+      "IAMAT " + kiwi + " +91.000000-118.445127 " + t,
+      "IAMAT " + kiwi + " +90.000001-118.445127 " + t,
+      "IAMAT " + kiwi + " +34.068930-180.000001 " + t,
+      "IAMAT " + kiwi + " +34.068930-118.445127+1.0 " + t,
+      "IAMAT " + kiwi + " +34.0689x0-118.445127 " + t,
+      "IAMAT " + kiwi + " ++34.068930-118.445127 " + t,
+      "IAMAT " + kiwi + " +34.068930-118.445127x " + t,
+      "IAMAT " + kiwi + " +3e1-118.445127 " + t,
+      // bad times
+      "IAMAT " + kiwi + " " + ucla + " -1621464827.959498503",
+      "IAMAT " + kiwi + " " + ucla + " +1621464827.959498503",
+      "IAMAT " + kiwi + " " + ucla + " 1621464827.",
+      "IAMAT " + kiwi + " " + ucla + " .5",
+      "IAMAT " + kiwi + " " + ucla + " 1.6e9",
+      "IAMAT " + kiwi + " " + ucla + " abc",
+      "IAMAT " + kiwi + " " + ucla + " 1621464827.95949850x",
+      "IAMAT " + kiwi + " " + ucla + " 99999999999999999999999999",
+      // WHATSAT fields
+      "WHATSAT",
+      "WHATSAT " + kiwi,
+      "WHATSAT " + kiwi + " 10",
+      "WHATSAT " + kiwi + " 10 5 6",
+      "WHATSAT " + kiwi + " 0 5",
+      "WHATSAT " + kiwi + " 0.0 5",
+      "WHATSAT " + kiwi + " 51 5",
+      "WHATSAT " + kiwi + " 50.001 5",
+      "WHATSAT " + kiwi + " -1 5",
+      "WHATSAT " + kiwi + " abc 5",
+      "WHATSAT " + kiwi + " 1e1 5",
+      "WHATSAT " + kiwi + " 10 21",
+      "WHATSAT " + kiwi + " 10 -1",
+      "WHATSAT " + kiwi + " 10 5.5",
+      "WHATSAT " + kiwi + " 10 abc",
+      "whatsat " + kiwi + " 10 5",
+      // unknown client, and an AT line from a client
+      "WHATSAT nobody.example 10 5",
+      "AT Alpha +0.263873386 " + kiwi + " " + ucla + " " + t,
+      // white space around an invalid line is part of the echo
+      "  HELLO  world \t",
+  };
+  for (auto& line : lines) {
+    INFO("line \"" << printable(line) << "\"");
+    client c(n.port());
+    c.send(line + "\n");
+    CHECK(printable(c.read_line()) == printable("? " + line + "\n"));
+  }
+}
+
+TEST_CASE("blank and white-space-only lines get no reply at all") {
+  one_node n;
+  client c(n.port());
+  c.send("\n   \n\t\r\n\r\n \v\f \n" + iamat(kiwi, ucla, old_time));
+  check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
+  c.send("\n \n");
+  c.shutdown_write();
+  CHECK(printable(c.read_until_closed()).empty());
+}
+
+TEST_CASE("CRLF line endings are accepted and the CR is not echoed") {
+  one_node n;
+  client c(n.port());
+  c.send("IAMAT " + kiwi + " " + ucla + " " + old_time + "\r\n");
+  check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
+  c.send("BAD\r\n");
+  CHECK(printable(c.read_line()) == printable("? BAD\n"));
+  c.send("BAD \r\n");
+  CHECK(printable(c.read_line()) == printable("? BAD \n"));
+  c.send("BA\rD\n");
+  CHECK(printable(c.read_line()) == printable("? BA\rD\n"));
+}
+
+TEST_CASE("many lines pipelined in one write are answered in order") {
+  one_node n;
+  client c(n.port());
+  std::string batch;
+  std::vector<std::string> expected; // a client ID, or a "? ..." reply
+  for (int i = 0; i < 200; ++i) {
+    std::string id = "client-" + std::to_string(i) + ".example";
+    switch (i % 4) {
+    case 0:
+    case 1:
+      batch += iamat(id, ucla, old_time);
+      expected.push_back(id);
+      break;
+    case 2:
+      batch += "NOPE " + std::to_string(i) + "\n";
+      expected.push_back("? NOPE " + std::to_string(i) + "\n");
+      break;
+    default:
+      batch += " \t\n"; // no reply
+      break;
+    }
+  }
+  c.send(batch);
+  for (auto& e : expected) {
+    auto reply = c.read_line();
+    if (e[0] == '?')
+      CHECK(printable(reply) == printable(e));
+    else
+      check_at_reply(reply, "Alpha", e, ucla, old_time);
+  }
+  c.shutdown_write();
+  CHECK(printable(c.read_until_closed()).empty());
+}
+
+TEST_CASE("a last line without a newline before the half-close is answered, "
+          "then the server closes") {
+  one_node n;
+  client c(n.port());
+  c.send("IAMAT " + kiwi + " " + ucla + " " + old_time);
+  c.shutdown_write();
+  auto all = c.read_until_closed();
+  REQUIRE(count_lines(all) == 1);
+  check_at_reply(all, "Alpha", kiwi, ucla, old_time);
+  CHECK_FALSE(c.was_reset());
+}
+
+TEST_CASE("an invalid last line without a newline is answered before the "
+          "close") {
+  one_node n;
+  client c(n.port());
+  c.send(iamat(kiwi, ucla, old_time) + "NOT A COMMAND");
+  c.shutdown_write();
+  auto all = c.read_until_closed();
+  auto first = all.substr(0, all.find('\n') + 1);
+  check_at_reply(first, "Alpha", kiwi, ucla, old_time);
+  CHECK(printable(all.substr(first.size())) == printable("? NOT A COMMAND\n"));
+}
+
+TEST_CASE("a connection that only half-closes gets no bytes and is closed") {
+  one_node n;
+  client c(n.port());
+  c.shutdown_write();
+  CHECK(printable(c.read_until_closed()).empty());
+  CHECK_FALSE(c.was_reset());
+}
+
+TEST_CASE("an older IAMAT is still answered with its own AT line") {
+  one_node n;
+  client c(n.port());
+  std::string newer = "1700000000.000000002";
+  std::string older = "1700000000.000000001";
+  c.send(iamat(kiwi, ucla, newer));
+  check_at_reply(c.read_line(), "Alpha", kiwi, ucla, newer);
+  c.send(iamat(kiwi, "+1.000000+2.000000", older));
+  check_at_reply(c.read_line(), "Alpha", kiwi, "+1.000000+2.000000", older);
+  c.send(iamat(kiwi, "+3.000000+4.000000", newer));
+  check_at_reply(c.read_line(), "Alpha", kiwi, "+3.000000+4.000000", newer);
+}
+
+TEST_CASE("binary and NUL bytes in an invalid line are echoed in the reply") {
+  one_node n;
+  client c(n.port());
+  const std::vector<std::string> lines{
+      std::string("\x01\x02\xff\xfe\x7f\x1b[31m", 10),
+      std::string("HELLO\0WORLD", 11),
+      std::string("IAMAT\0 ", 7) + kiwi + " " + ucla + " " + old_time,
+      std::string("\0", 1),
+      std::string("\xc0\x80\xed\xa0\x80", 5),
+  };
+  for (auto& line : lines) {
+    INFO("line \"" << printable(line) << "\"");
+    c.send(line + "\n");
+    CHECK(printable(c.read_line()) == printable("? " + line + "\n"));
+  }
+}
+
+TEST_CASE("an over-long line without a newline closes only that connection") {
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_line_bytes = 4096;
+  one_node n(spec);
+  client idle(n.port());
+  client partial(n.port());
+  partial.send("IAMAT " + kiwi);
+  client bad(n.port());
+  bad.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(bad.read_line(), "Alpha", kiwi, ucla, old_time);
+  bad.try_send(std::string(5000, 'x'));
+  CHECK(printable(bad.read_until_closed()).empty());
+
+  client other(n.port());
+  other.send(iamat("other.example", ucla, old_time));
+  check_at_reply(other.read_line(), "Alpha", "other.example", ucla, old_time);
+  partial.send(" " + ucla + " " + old_time + "\n");
+  check_at_reply(partial.read_line(), "Alpha", kiwi, ucla, old_time);
+  // A long line within the limit is fine.
+  std::string long_line(4000, 'y');
+  other.send(long_line + "\n");
+  CHECK(other.read_line() == "? " + long_line + "\n");
+
+  auto stopped = n.h.stop("Alpha");
+  CHECK(describe(stopped) ==
+        describe(exit_status{true, 0, 0, false, stopped.elapsed}));
+  CHECK(contains(n.h.log_text("Alpha"), "line too long"));
+}
+
+TEST_CASE("an over-long line with a newline closes only that connection") {
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_line_bytes = 4096;
+  one_node n(spec);
+  client bad(n.port());
+  client other(n.port());
+  bad.try_send("IAMAT " + std::string(5000, 'k') + " " + ucla + " " + old_time +
+               "\n");
+  CHECK(printable(bad.read_until_closed()).empty());
+  other.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(other.read_line(), "Alpha", kiwi, ucla, old_time);
+  client later(n.port());
+  later.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(later.read_line(), "Alpha", kiwi, ucla, old_time);
+  n.h.stop("Alpha");
+  CHECK(contains(n.h.log_text("Alpha"), "line too long"));
+}
+
+TEST_CASE("clients that connect and send nothing do not hold up others") {
+  one_node n;
+  std::vector<std::unique_ptr<client>> idle;
+  for (int i = 0; i < 20; ++i)
+    idle.push_back(std::make_unique<client>(n.port()));
+  idle[3]->send("IAMAT half-a-line");
+  auto start = std::chrono::steady_clock::now();
+  client c(n.port());
+  c.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(c.read_line(1000ms), "Alpha", kiwi, ucla, old_time);
+  CHECK(std::chrono::steady_clock::now() - start < 1000ms);
+  for (auto& i : idle)
+    CHECK(printable(i->peek_now()).empty());
+}
+
+TEST_CASE("a client that vanishes mid-stream does not disturb others") {
+  one_node n;
+  {
+    client gone(n.port());
+    std::string many;
+    for (int i = 0; i < 2000; ++i)
+      many += iamat("gone-" + std::to_string(i), ucla, old_time);
+    gone.send(many);
+  } // closed with replies unread: the server sees a reset
+  client c(n.port());
+  c.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
+}
+
+TEST_CASE("the node accepts connections within half a second of its "
+          "launch") {
+  temp_dir dir;
+  herd h(dir, single_node_config());
+  launch_options opts;
+  opts.wait = false;
+  auto& n = h.start("Alpha", opts);
+  auto took = n.wait_listening(5000ms);
+  INFO("stderr: " << n.proc().stderr_text());
+  REQUIRE(took.has_value());
+  CHECK(took->count() < 500);
+}
+
+TEST_CASE("an unknown server name exits with code 2 and one stderr line "
+          "naming the config file") {
+  temp_dir dir;
+  herd h(dir, single_node_config());
+  process p({herd_node_bin(), "Nobody", "--config", h.config_path()}, {},
+            dir.file("nobody.stdout"), dir.file("nobody.stderr"));
+  auto status = p.wait_exit(5000ms);
+  CHECK(describe(status) ==
+        describe(exit_status{true, 2, 0, false, status.elapsed}));
+  auto err = p.stderr_text();
+  INFO("stderr: " << err);
+  CHECK(count_lines(err) == 1);
+  CHECK(contains(err, h.config_path()));
+  CHECK(contains(err, "Nobody"));
+  CHECK(p.stdout_text().empty());
+}
+
+TEST_CASE("a config with an unknown key exits with code 2 and one stderr line "
+          "naming the file and the key") {
+  temp_dir dir;
+  auto spec = single_node_config();
+  spec.extra["colour_scheme"] = "green";
+  herd h(dir, spec);
+  process p({herd_node_bin(), "Alpha", "--config", h.config_path()}, {},
+            dir.file("alpha.stdout"), dir.file("alpha.stderr"));
+  auto status = p.wait_exit(5000ms);
+  CHECK(describe(status) ==
+        describe(exit_status{true, 2, 0, false, status.elapsed}));
+  auto err = p.stderr_text();
+  INFO("stderr: " << err);
+  CHECK(count_lines(err) == 1);
+  CHECK(contains(err, h.config_path()));
+  CHECK(contains(err, "colour_scheme"));
+  CHECK_FALSE(wait_listening(h.port("Alpha"), 0ms));
+}
+
+TEST_CASE("an unknown key inside places or limits is rejected too") {
+  temp_dir dir;
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  herd h(dir, spec);
+  auto text = read_file(h.config_path());
+  auto at = text.find("\"limits\":{");
+  REQUIRE(at != std::string::npos);
+  text.insert(at + 10, "\"max_everything\":1");
+  write_file(h.config_path(), text);
+  process p({herd_node_bin(), "Alpha", "--config", h.config_path()}, {},
+            dir.file("alpha.stdout"), dir.file("alpha.stderr"));
+  auto status = p.wait_exit(5000ms);
+  CHECK(describe(status) ==
+        describe(exit_status{true, 2, 0, false, status.elapsed}));
+  auto err = p.stderr_text();
+  INFO("stderr: " << err);
+  CHECK(count_lines(err) == 1);
+  CHECK(contains(err, h.config_path()));
+  CHECK(contains(err, "max_everything"));
+}
+
+TEST_CASE("herd-node --help exits 0 and names --config, --threads and "
+          "--log-dir") {
+  temp_dir dir;
+  process p({herd_node_bin(), "--help"}, {}, dir.file("help.stdout"),
+            dir.file("help.stderr"));
+  auto status = p.wait_exit(5000ms);
+  CHECK(describe(status) ==
+        describe(exit_status{true, 0, 0, false, status.elapsed}));
+  auto out = p.stdout_text();
+  INFO("stdout: " << out);
+  CHECK(contains(out, "--config"));
+  CHECK(contains(out, "--threads"));
+  CHECK(contains(out, "--log-dir"));
+}
+
+TEST_CASE("SIGTERM stops the node with exit code 0 within a second and the "
+          "log records connections, messages and the stop") {
+  one_node n;
+  {
+    client c(n.port());
+    c.send(iamat(kiwi, ucla, old_time) + "BOGUS\n");
+    auto reply = c.read_line();
+    check_at_reply(reply, "Alpha", kiwi, ucla, old_time);
+    CHECK(c.read_line() == "? BOGUS\n");
+    c.shutdown_write();
+    CHECK(c.read_until_closed().empty());
+  }
+  // The log is written asynchronously; the closed connection shows up
+  // within its flush interval.
+  CHECK(wait_for_file_containing(n.h.log_path("Alpha"), "connection closed"));
+  client still_open(n.port());
+  auto status = n.h.stop("Alpha", 5000ms);
+  CHECK(describe(status) ==
+        describe(exit_status{true, 0, 0, false, status.elapsed}));
+  CHECK(status.elapsed < 1000ms);
+  auto log = n.h.log_text("Alpha");
+  INFO("log:\n" << log);
+  CHECK(contains(log, "connection opened"));
+  CHECK(contains(log, "connection closed"));
+  CHECK(contains(log, "in: IAMAT " + kiwi + " " + ucla + " " + old_time));
+  CHECK(contains(log, "out: AT Alpha "));
+  CHECK(contains(log, "in: BOGUS"));
+  CHECK(contains(log, "out: ? BOGUS"));
+  CHECK(contains(log, "node Alpha stopped"));
+  CHECK_FALSE(contains(log, test_api_key));
+}
+
+TEST_CASE("a node started with --log-dir writes its log there") {
+  temp_dir dir;
+  herd h(dir, single_node_config());
+  launch_options opts;
+  opts.extra_args = {"--log-dir", dir.file("elsewhere")};
+  h.start("Alpha", opts);
+  {
+    client c(h.port("Alpha"));
+    c.send(iamat(kiwi, ucla, old_time));
+    check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
+  }
+  auto status = h.stop("Alpha");
+  CHECK(describe(status) ==
+        describe(exit_status{true, 0, 0, false, status.elapsed}));
+  CHECK(contains(read_file(dir.file("elsewhere/Alpha.log")),
+                 "node Alpha stopped"));
+}

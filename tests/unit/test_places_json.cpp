@@ -1,1 +1,1098 @@
-// placeholder
+#include "net/places_client.hpp"
+#include "net/places_json.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
+namespace json = boost::json;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using herd::places::cut_results;
+using herd::places::normalize_newlines;
+using herd::places::unknown_error_json;
+
+namespace {
+
+// -- building Places bodies ---------------------------------------------------
+
+/// Google's layout: three-space indent, `"key" : value`, "[]" and "{}" when
+/// empty, no trailing newline.
+void pretty(std::string& out, const json::value& v, int indent) {
+  const std::string pad(static_cast<std::size_t>(indent) + 3, ' ');
+  const std::string close_pad(static_cast<std::size_t>(indent), ' ');
+  if (v.is_object()) {
+    const json::object& o = v.get_object();
+    if (o.empty()) {
+      out += "{}";
+      return;
+    }
+    out += "{\n";
+    bool first = true;
+    for (const auto& member : o) {
+      if (!first)
+        out += ",\n";
+      first = false;
+      out += pad;
+      out += json::serialize(json::string(member.key()));
+      out += " : ";
+      pretty(out, member.value(), indent + 3);
+    }
+    out += "\n" + close_pad + "}";
+  } else if (v.is_array()) {
+    const json::array& a = v.get_array();
+    if (a.empty()) {
+      out += "[]";
+      return;
+    }
+    out += "[\n";
+    bool first = true;
+    for (const auto& element : a) {
+      if (!first)
+        out += ",\n";
+      first = false;
+      out += pad;
+      pretty(out, element, indent + 3);
+    }
+    out += "\n" + close_pad + "]";
+  } else {
+    out += json::serialize(v);
+  }
+}
+
+std::string pretty(const json::value& v) {
+  std::string out;
+  pretty(out, v, 0);
+  return out;
+}
+
+/// One realistic Nearby Search result (about 1.8 KB pretty-printed).
+json::value place(int i) {
+  const std::string id = "ChIJi6C1MxquEmsR9-c-3O48yk" + std::to_string(i);
+  return json::value{
+      {"business_status", "OPERATIONAL"},
+      {"geometry",
+       {{"location", {{"lat", -33.8587 + i * 0.001}, {"lng", 151.21}}},
+        {"viewport",
+         {{"northeast", {{"lat", -33.85739}, {"lng", 151.2113}}},
+          {"southwest", {{"lat", -33.86009}, {"lng", 151.2086}}}}}}},
+      {"icon", "https://maps.gstatic.com/mapfiles/place_api/icons/v1/png_71/"
+               "bar-71.png"},
+      {"icon_background_color", "#FF9E67"},
+      {"icon_mask_base_uri",
+       "https://maps.gstatic.com/mapfiles/place_api/icons/v2/bar_pinlet"},
+      {"name", "Cruise Bar \"" + std::to_string(i) + "\" [café] {x}"},
+      {"opening_hours", {{"open_now", i % 2 == 0}}},
+      {"photos",
+       json::array{
+           {{"height", 608},
+            {"html_attributions",
+             json::array{"<a href=\"https://maps.google.com/maps/contrib/"
+                         "112582655193348962755\">A Google User</a>"}},
+            {"photo_reference",
+             "Aap_uEA7vb0DDYVJWEaX3O-AtYp77AaswQKSGtDaimt3gt7"
+             "QCNpdjp1BkdM6acJ96xTec3tsV_ZJNL_JP-lqsVxydG3nh7"
+             "39RE_hepOOL05tfJh2_ranjMadb3VoBYFvF0ma6S24qZ6QJ"
+             "UuV6sSRrhCskSBP5C1myCzsebztMfGvm7ij3gZT0Wdqk_xT"
+             "D6CyHo6Tbo-Jy7RzqLtsBVhx_W4TqA6e0pMGJ6YjYpoUsoh"
+             "FbQGQP4yH7t4K5HRkJN1HBkWz0DHpIoDW6tEgF3PtgnGhbo"},
+            {"width", 1080}}}},
+      {"place_id", id},
+      {"plus_code",
+       {{"compound_code", "46R6+G2 The Rocks, New South Wales"},
+        {"global_code", "4RRH46R6+G2"}}},
+      {"price_level", 2},
+      {"rating", 4.1},
+      {"reference", id},
+      {"results", json::array{"nested", "results", "key"}},
+      {"scope", "GOOGLE"},
+      {"types", json::array{"bar", "restaurant", "food", "point_of_interest",
+                            "establishment"}},
+      {"user_ratings_total", 1269 + i},
+      {"vicinity", "Level 1, 2 and 3, Overseas Passenger Terminal, Circular "
+                   "Quay W, The Rocks"}};
+}
+
+json::value places_doc(int results, bool with_token = true) {
+  json::object doc;
+  doc["html_attributions"] = json::array{};
+  if (with_token)
+    doc["next_page_token"] = "AWU5eFhDdnZ4aW5zc3V0ZWVyUGFnZVRva2Vu";
+  json::array arr;
+  for (int i = 0; i < results; ++i)
+    arr.push_back(place(i));
+  doc["results"] = std::move(arr);
+  doc["status"] = results == 0 ? "ZERO_RESULTS" : "OK";
+  return doc;
+}
+
+/// The body as Google sends it: pretty-printed, one trailing newline.
+std::string places_body(int results) {
+  return pretty(places_doc(results)) + "\n";
+}
+
+/// What a DOM-based cut gives.
+json::value dom_cut(std::string_view body, int bound) {
+  json::value v = json::parse(body);
+  json::array& arr = v.as_object()["results"].as_array();
+  const auto keep = static_cast<std::size_t>(bound < 0 ? 0 : bound);
+  if (arr.size() > keep)
+    arr.resize(keep);
+  return v;
+}
+
+/// Cuts and checks the general contract: the output is valid JSON equal to
+/// the DOM cut, has no blank line and does not end in white space.
+std::string checked_cut(std::string_view body, int bound) {
+  std::string why;
+  const auto out = cut_results(body, bound, why);
+  INFO("why: " << why);
+  REQUIRE(out.has_value());
+  CHECK(json::parse(*out) == dom_cut(body, bound));
+  CHECK(out->find("\n\n") == std::string::npos);
+  REQUIRE(!out->empty());
+  CHECK(out->back() == '}');
+  return *out;
+}
+
+std::string why_invalid(std::string_view body) {
+  std::string why;
+  const auto out = cut_results(body, 5, why);
+  CHECK_FALSE(out.has_value());
+  CHECK_FALSE(why.empty());
+  return why;
+}
+
+/// `text` with every '@' turned into a NUL byte.
+std::string with_nul(std::string text) {
+  for (char& c : text)
+    if (c == '@')
+      c = '\0';
+  return text;
+}
+
+bool boost_accepts(std::string_view text, unsigned depth = 32) {
+  json::parse_options opts;
+  opts.max_depth = depth;
+  boost::system::error_code ec;
+  json::parse(text, ec, {}, opts);
+  return !ec;
+}
+
+} // namespace
+
+// -- cut_results
+// ---------------------------------------------------------------
+
+TEST_CASE("results are cut to the bound and the rest of the body is kept "
+          "verbatim") {
+  const std::string body = places_body(20);
+  for (const int bound : {1, 5, 19}) {
+    INFO("bound " << bound);
+    // Cutting the text gives exactly the body Google would have sent with
+    // that many results, byte for byte.
+    CHECK(checked_cut(body, bound) == pretty(places_doc(bound)));
+  }
+}
+
+TEST_CASE("a bound of zero leaves an empty results array") {
+  const std::string body = places_body(20);
+  const std::string out = checked_cut(body, 0);
+  CHECK(out.find("\"results\" : [],") != std::string::npos);
+  CHECK(json::parse(out).at("results").as_array().empty());
+  CHECK(out.find("next_page_token") != std::string::npos);
+}
+
+TEST_CASE("a body with no more results than the bound comes back unchanged "
+          "but for the trailing newline") {
+  const std::string three = places_body(3);
+  CHECK(checked_cut(three, 5) == three.substr(0, three.size() - 1));
+  CHECK(checked_cut(three, 3) == three.substr(0, three.size() - 1));
+  const std::string twenty = places_body(20);
+  CHECK(checked_cut(twenty, 20) == twenty.substr(0, twenty.size() - 1));
+  const std::string none = places_body(0);
+  CHECK(checked_cut(none, 0) == none.substr(0, none.size() - 1));
+  CHECK(checked_cut(none, 20) == none.substr(0, none.size() - 1));
+}
+
+TEST_CASE("a negative bound is treated as zero") {
+  const std::string out = checked_cut(places_body(4), -3);
+  CHECK(json::parse(out).at("results").as_array().empty());
+}
+
+TEST_CASE("every bound gives what a DOM cut gives, pretty-printed or "
+          "compact") {
+  const json::value doc = places_doc(7);
+  for (const std::string& body : {pretty(doc), json::serialize(doc)}) {
+    for (int bound = 0; bound <= 9; ++bound) {
+      INFO("bound " << bound << " body starts " << body.substr(0, 20));
+      checked_cut(body, bound);
+    }
+  }
+}
+
+TEST_CASE("compact bodies are cut without leaving a dangling comma") {
+  const std::string body = R"({"results":[1,2,3],"status":"OK"})";
+  std::string why;
+  CHECK(cut_results(body, 0, why) == R"({"results":[],"status":"OK"})");
+  CHECK(cut_results(body, 1, why) == R"({"results":[1],"status":"OK"})");
+  CHECK(cut_results(body, 2, why) == R"({"results":[1,2],"status":"OK"})");
+  CHECK(cut_results(body, 3, why) == body);
+  const std::string spaced = "{ \"results\" : [ {} , [] , \"x\" ] , "
+                             "\"status\" : \"OK\" }";
+  CHECK(cut_results(spaced, 2, why) ==
+        "{ \"results\" : [ {} , [] ] , \"status\" : \"OK\" }");
+  CHECK(cut_results(spaced, 0, why) ==
+        "{ \"results\" : [] , \"status\" : \"OK\" }");
+}
+
+TEST_CASE("results keys nested inside results or other members do not "
+          "confuse the cut") {
+  const std::string body = R"({
+  "meta": {"results": [1, 2, 3, 4], "status": 7},
+  "results": [
+    {"results": [{"results": []}], "status": "inner"},
+    {"x": {"results": [9, 9]}},
+    {"y": 3}
+  ],
+  "more": [{"results": [5]}],
+  "status": "OK"
+})";
+  const std::string out = checked_cut(body, 1);
+  const json::value v = json::parse(out);
+  CHECK(v.at("meta").at("results").as_array().size() == 4);
+  CHECK(v.at("more").at(0).at("results").as_array().size() == 1);
+  CHECK(v.at("results").as_array().size() == 1);
+  CHECK(v.at("results").at(0).at("results").as_array().size() == 1);
+}
+
+TEST_CASE("strings holding brackets, quotes, backslashes and the word results "
+          "are skipped as strings") {
+  const std::string body = R"({"status":"OK \"results\": [","x":"]}","results":[
+  {"name":"a ] } [ { , \" \\\" \\","results":"\"results\":[1,2]"},
+  {"name":"\\\\\\\"","k":"\u005d\u0022\ud83d\ude00 \/ \b\f\n\r\t"},
+  {"name":"\u00e9 caf\u00E9 – ☕ 🍕 ﬁ"}
+],"y":"\\"})";
+  for (int bound = 0; bound <= 3; ++bound)
+    checked_cut(body, bound);
+  std::string why;
+  CHECK(cut_results(body, 1, why) ==
+        R"({"status":"OK \"results\": [","x":"]}","results":[
+  {"name":"a ] } [ { , \" \\\" \\","results":"\"results\":[1,2]"}
+],"y":"\\"})");
+}
+
+TEST_CASE("top-level member names are compared after unescaping") {
+  const std::string body =
+      R"({"res\u0075lts":[1,2,3],"st\u0061tus":"OK","results\u0000":{}})";
+  std::string why;
+  const auto out = cut_results(body, 1, why);
+  INFO(why);
+  REQUIRE(out.has_value());
+  CHECK(*out ==
+        R"({"res\u0075lts":[1],"st\u0061tus":"OK","results\u0000":{}})");
+  // "\r" is a carriage return, not the letter r.
+  CHECK_FALSE(
+      cut_results(R"({"\results":[],"status":"OK"})", 1, why).has_value());
+  CHECK(why.find("no top-level \"results\" array") != std::string::npos);
+}
+
+TEST_CASE("numbers, literals and white space of every kind are accepted") {
+  const std::string body = "\t\r\n {\"results\" :\t[0, -0, 1.5, -2e10, 3E+2, "
+                           "4e-3, 123456789012345678901234567890, true, "
+                           "false, null, {}, [[]]],\r\n\"status\":\"OK\"} \r\n";
+  for (int bound = 0; bound <= 13; ++bound)
+    checked_cut(body, bound);
+}
+
+TEST_CASE("nesting is limited to 64 levels") {
+  auto nested = [](int levels) {
+    // The top-level object is level 1, the results array level 2.
+    std::string inner(static_cast<std::size_t>(levels - 2), '[');
+    inner += std::string(static_cast<std::size_t>(levels - 2), ']');
+    return "{\"results\":[" + inner + "],\"status\":\"OK\"}";
+  };
+  std::string why;
+  CHECK(cut_results(nested(64), 1, why).has_value());
+  CHECK(boost_accepts(nested(64), 64));
+  CHECK_FALSE(cut_results(nested(65), 1, why).has_value());
+  CHECK(why.find("nesting") != std::string::npos);
+  CHECK_FALSE(cut_results("{\"results\":" + std::string(100000, '['), 1, why)
+                  .has_value());
+  CHECK(why.find("nesting") != std::string::npos);
+}
+
+TEST_CASE("bodies that are not valid JSON are rejected") {
+  const std::string good = R"({"results":[{"a":1}],"status":"OK"})";
+  const std::vector<std::string> bad = {
+      "",
+      "   \n",
+      good.substr(0, good.size() - 1),                 // truncated
+      good.substr(0, 27),                              // truncated in a string
+      R"({"results":[{"a":1}],"status":"OK)",          // unterminated string
+      good + "x",                                      // trailing garbage
+      good + " {}",                                    // a second value
+      good + "}",                                      // stray close
+      R"({"results":[{"a":1},],"status":"OK"})",       // trailing comma
+      R"({"results":[{"a":1}],"status":"OK",})",       // trailing comma
+      R"({"results":[{"a":1}] "status":"OK"})",        // missing comma
+      R"({"results" [{"a":1}],"status":"OK"})",        // missing colon
+      R"({results:[],"status":"OK"})",                 // unquoted name
+      R"({'results':[],"status":"OK"})",               // single quotes
+      R"({"results":[1 2],"status":"OK"})",            // missing comma
+      R"({"results":[{"a":1]],"status":"OK"})",        // mismatched brackets
+      R"({"results":[{"a":}],"status":"OK"})",         // missing value
+      R"({"results":[01],"status":"OK"})",             // leading zero
+      R"({"results":[1.],"status":"OK"})",             // bare point
+      R"({"results":[.5],"status":"OK"})",             // no integer part
+      R"({"results":[-],"status":"OK"})",              // lone minus
+      R"({"results":[+1],"status":"OK"})",             // plus sign
+      R"({"results":[1e],"status":"OK"})",             // empty exponent
+      R"({"results":[tru],"status":"OK"})",            // bad literal
+      R"({"results":[True],"status":"OK"})",           // bad literal
+      R"({"results":[nul],"status":"OK"})",            // truncated literal
+      R"({"results":["\x"],"status":"OK"})",           // bad escape
+      R"({"results":["\u12"],"status":"OK"})",         // short \u
+      R"({"results":["\u12g4"],"status":"OK"})",       // bad hex
+      R"({"results":["\ud800"],"status":"OK"})",       // lone high surrogate
+      R"({"results":["\udc00"],"status":"OK"})",       // lone low surrogate
+      R"({"results":["\ud800\u0041"],"status":"OK"})", // bad pair
+      R"({"results":["\"],"status":"OK"})",            // escaped closing quote
+      "{\"results\":[\"a\tb\"],\"status\":\"OK\"}",    // bare tab in a string
+      "{\"results\":[\"a\nb\"],\"status\":\"OK\"}",    // bare newline
+      with_nul("{\"results\":[\"a@b\"],\"status\":\"OK\"}"), // NUL
+      "{\"results\":[\"\xff\"],\"status\":\"OK\"}",          // invalid UTF-8
+      "{\"results\":[\"\xc3\"],\"status\":\"OK\"}",          // truncated UTF-8
+      "{\"results\":[\"\xc0\xaf\"],\"status\":\"OK\"}",      // overlong
+      "{\"results\":[\"\xed\xa0\x80\"],\"status\":\"OK\"}",  // surrogate
+      "\xef\xbb\xbf{\"results\":[],\"status\":\"OK\"}",      // byte order mark
+      "{\"results\":[],\"status\":\"OK\"}\x01",              // control after
+      R"({"results":[],"status":"OK"} // comment)",          // comment
+  };
+  for (const std::string& body : bad) {
+    INFO("body: " << body);
+    const std::string why = why_invalid(body);
+    CHECK(why.rfind("invalid Places body: ", 0) == 0);
+    CHECK_FALSE(boost_accepts(body));
+  }
+}
+
+TEST_CASE("valid JSON without the Places shape is rejected") {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"([{"results":[],"status":"OK"}])", "not a JSON object"},
+      {R"("results")", "not a JSON object"},
+      {"42", "not a JSON object"},
+      {"null", "not a JSON object"},
+      {R"({"status":"OK"})", "no top-level \"results\" array"},
+      {R"({"results":[]})", "no top-level \"status\" string"},
+      {R"({"results":{},"status":"OK"})", "\"results\" is not an array"},
+      {R"({"results":"[]","status":"OK"})", "\"results\" is not an array"},
+      {R"({"results":null,"status":"OK"})", "\"results\" is not an array"},
+      {R"({"results":[],"status":1})", "\"status\" is not a string"},
+      {R"({"results":[],"status":["OK"]})", "\"status\" is not a string"},
+      {R"({"data":{"results":[],"status":"OK"}})",
+       "no top-level \"results\" array"},
+      {R"({"results":[],"status":"OK","results":[]})", "duplicate"},
+      {R"({"results":[],"status":"OK","status":"OK"})", "duplicate"},
+  };
+  for (const auto& [body, expected] : bad) {
+    INFO("body: " << body);
+    const std::string why = why_invalid(body);
+    CHECK(why.find(expected) != std::string::npos);
+  }
+}
+
+TEST_CASE("the scanner agrees with a DOM parser on single-byte corruptions") {
+  const std::string body = R"({"html_attributions":[],"results":[
+ {"name":"Caf\u00e9 \"A\"","n":-1.5e3,"ok":true,"t":[null,false,{}]},
+ {"name":"é","x":{"results":[1]}} , {"p":"\\"}],"status":"OK"})";
+  const std::string replacements = "\"\\{}[],: 0a-e.\n\t\x01\xc3\xff\x7f";
+  auto shape_ok = [](const std::string& text) {
+    boost::system::error_code ec;
+    const json::value v = json::parse(text, ec);
+    if (ec || !v.is_object())
+      return false;
+    const json::object& o = v.get_object();
+    return o.contains("results") && o.at("results").is_array() &&
+           o.contains("status") && o.at("status").is_string();
+  };
+  int cases = 0;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    std::vector<std::string> variants;
+    variants.push_back(body.substr(0, i) + body.substr(i + 1));
+    for (const char r : replacements) {
+      std::string v = body;
+      v[i] = r;
+      variants.push_back(v);
+      variants.push_back(body.substr(0, i) + r + body.substr(i));
+    }
+    for (const std::string& v : variants) {
+      ++cases;
+      std::string why;
+      const auto out = cut_results(v, 1, why);
+      INFO("variant: " << v << "\nwhy: " << why);
+      REQUIRE(out.has_value() == shape_ok(v));
+      if (out)
+        REQUIRE(json::parse(*out) == dom_cut(v, 1));
+    }
+  }
+  CHECK(cases > 5000);
+}
+
+TEST_CASE("blank lines are collapsed and trailing newlines removed in the "
+          "cut body") {
+  const std::string body = "\n\n{\n\n  \"results\" : [\n\n    1,\r\n\r\n"
+                           "    2,\n   \n    3\n  ],\n\n\n  \"status\" : "
+                           "\"OK\"\n}\n\n\r\n";
+  std::string why;
+  CHECK(cut_results(body, 2, why) ==
+        "{\n  \"results\" : [\n    1,\r\n    2\n  ],\n  \"status\" : "
+        "\"OK\"\n}");
+  CHECK(cut_results(body, 0, why) ==
+        "{\n  \"results\" : [],\n  \"status\" : \"OK\"\n}");
+  for (int bound = 0; bound <= 4; ++bound)
+    checked_cut(body, bound);
+}
+
+TEST_CASE("normalize_newlines collapses runs of newlines and trims the end") {
+  auto norm = [](std::string s) {
+    normalize_newlines(s);
+    return s;
+  };
+  CHECK(norm("") == "");
+  CHECK(norm("\n\n\n") == "");
+  CHECK(norm("{}") == "{}");
+  CHECK(norm("{}\n") == "{}");
+  CHECK(norm("{}\r\n\r\n\n") == "{}");
+  CHECK(norm("{} \t\n ") == "{}");
+  CHECK(norm("a\nb") == "a\nb");
+  CHECK(norm("a\n\nb") == "a\nb");
+  CHECK(norm("a\n\n\n\n\nb\n\nc\n") == "a\nb\nc");
+  CHECK(norm("a\r\n\r\nb") == "a\r\nb");
+  CHECK(norm("a\n   \n  b") == "a\n  b");
+  CHECK(norm("a  \n\n\tb") == "a  \n\tb");
+  CHECK(norm("\n\n  a") == "  a");
+  CHECK(norm("  a\n") == "  a");
+  const std::string pretty_body = places_body(3);
+  CHECK(norm(pretty_body) == pretty_body.substr(0, pretty_body.size() - 1));
+}
+
+// -- unknown_error_json ------------------------------------------------------
+
+TEST_CASE("unknown_error_json builds a legacy-shaped body with the message "
+          "escaped") {
+  const std::string plain = unknown_error_json("upstream timed out");
+  CHECK(plain == R"({"html_attributions":[],"results":[],)"
+                 R"("status":"UNKNOWN_ERROR",)"
+                 R"("error_message":"upstream timed out"})");
+
+  const std::string message =
+      with_nul("a \"quoted\" \\path\\ \n\r\t\x01\x1f\x7f caf\xc3\xa9 "
+               "\xf0\x9f\x8d\x95 bad \xff\xc3 end@!");
+  const std::string body = unknown_error_json(message);
+  CHECK(body.find('\n') == std::string::npos);
+  CHECK(body.find(R"(a \"quoted\" \\path\\ \u000a\u000d\u0009\u0001\u001f)") !=
+        std::string::npos);
+  CHECK(body.find("end\\u0000!") != std::string::npos);
+  const json::value v = json::parse(body);
+  CHECK(v.at("status") == "UNKNOWN_ERROR");
+  CHECK(v.at("results").as_array().empty());
+  CHECK(v.at("html_attributions").as_array().empty());
+  CHECK(std::string_view(v.at("error_message").as_string()) ==
+        with_nul("a \"quoted\" \\path\\ \n\r\t\x01\x1f\x7f caf\xc3\xa9 "
+                 "\xf0\x9f\x8d\x95 bad \xef\xbf\xbd\xef\xbf\xbd end@!"));
+  // It is itself a body the cut accepts.
+  std::string why;
+  CHECK(cut_results(body, 3, why) == body);
+}
+
+// -- URLs
+// ----------------------------------------------------------------------
+
+TEST_CASE("parse_url splits http and https URLs and fills in defaults") {
+  using herd::net::parse_url;
+  herd::net::url u;
+  std::string why;
+
+  REQUIRE(parse_url(
+      "https://maps.googleapis.com/maps/api/place/nearbysearch/json", u, why));
+  CHECK(u.tls);
+  CHECK(u.host == "maps.googleapis.com");
+  CHECK(u.port == "443");
+  CHECK(u.target == "/maps/api/place/nearbysearch/json");
+
+  REQUIRE(parse_url("http://127.0.0.1:8080", u, why));
+  CHECK_FALSE(u.tls);
+  CHECK(u.host == "127.0.0.1");
+  CHECK(u.port == "8080");
+  CHECK(u.target == "/");
+
+  REQUIRE(parse_url("HTTP://[::1]:9/x?a=1&b=2#frag", u, why));
+  CHECK(u.host == "::1");
+  CHECK(u.port == "9");
+  CHECK(u.target == "/x?a=1&b=2");
+
+  REQUIRE(parse_url("https://[::1]", u, why));
+  CHECK(u.host == "::1");
+  CHECK(u.port == "443");
+
+  REQUIRE(parse_url("http://stub?lang=en", u, why));
+  CHECK(u.host == "stub");
+  CHECK(u.port == "80");
+  CHECK(u.target == "/?lang=en");
+
+  for (const char* bad :
+       {"", "maps.googleapis.com/x", "ftp://host/", "https://", "https:///x",
+        "http://host:/", "http://host:0/", "http://host:65536/",
+        "http://host:8o/", "http://user:pw@host/", "http://[::1/",
+        "http://[::1]x/", "http://[zz]/", "http://ho st/", "http://:80/"}) {
+    INFO("url: " << bad);
+    why.clear();
+    CHECK_FALSE(parse_url(bad, u, why));
+    CHECK_FALSE(why.empty());
+  }
+}
+
+TEST_CASE("url_encode keeps unreserved bytes and percent-encodes the rest") {
+  using herd::net::url_encode;
+  CHECK(url_encode("") == "");
+  CHECK(url_encode("AZaz09-._~") == "AZaz09-._~");
+  CHECK(url_encode("a b&c=d/e?f+g,h%") == "a%20b%26c%3Dd%2Fe%3Ff%2Bg%2Ch%25");
+  CHECK(url_encode("caf\xc3\xa9") == "caf%C3%A9");
+  CHECK(url_encode(std::string("\0\xff", 2)) == "%00%FF");
+}
+
+TEST_CASE("redact_key hides the value of every key parameter") {
+  using herd::net::redact_key;
+  CHECK(redact_key("/json?location=1,2&radius=10&key=SECRET") ==
+        "/json?location=1,2&radius=10&key=REDACTED");
+  CHECK(redact_key("/json?key=SECRET&radius=10") ==
+        "/json?key=REDACTED&radius=10");
+  CHECK(redact_key("https://h/p?key=A&x=1&KEY=B#frag") ==
+        "https://h/p?key=REDACTED&x=1&KEY=REDACTED#frag");
+  CHECK(redact_key("key=SECRET") == "key=REDACTED");
+  CHECK(redact_key("/json?key=") == "/json?key=REDACTED");
+  CHECK(redact_key("/json?monkey=1&keys=2&key") == "/json?monkey=1&keys=2&key");
+  CHECK(redact_key("/key=path?a=1") == "/key=path?a=1");
+  CHECK(redact_key("") == "");
+}
+
+// -- places_client
+// -------------------------------------------------------------
+
+namespace {
+
+constexpr const char* test_key = "TEST-KEY-s3cr3t/+=";
+
+struct seen_request {
+  std::string target;
+  std::string host;
+  std::string user_agent;
+  std::string accept;
+  std::string accept_encoding;
+  std::string sni;
+  int count = 0;
+};
+
+using response_t = http::response<http::string_body>;
+using responder =
+    std::function<response_t(const http::request<http::string_body>&)>;
+
+response_t ok_response(std::string body) {
+  response_t res{http::status::ok, 11};
+  res.set(http::field::content_type, "application/json; charset=UTF-8");
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+/// One connection of the in-test server: (TLS handshake,) read one request,
+/// answer it, close.
+template<class Stream>
+class server_conn : public std::enable_shared_from_this<server_conn<Stream>> {
+ public:
+  server_conn(Stream stream, responder respond, seen_request& seen)
+      : stream_(std::move(stream)), respond_(std::move(respond)), seen_(seen) {}
+
+  void start() {
+    auto self = this->shared_from_this();
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<tcp::socket>>) {
+      stream_.async_handshake(
+          ssl::stream_base::server, [self](beast::error_code ec) {
+            if (ec)
+              return;
+            const char* name = SSL_get_servername(self->stream_.native_handle(),
+                                                  TLSEXT_NAMETYPE_host_name);
+            self->seen_.sni = name ? name : "";
+            self->read();
+          });
+    } else {
+      read();
+    }
+  }
+
+ private:
+  void read() {
+    auto self = this->shared_from_this();
+    http::async_read(
+        stream_, buffer_, req_, [self](beast::error_code ec, std::size_t) {
+          if (ec)
+            return;
+          self->record();
+          self->res_ = self->respond_(self->req_);
+          http::async_write(
+              self->stream_, self->res_,
+              [self](beast::error_code, std::size_t) { self->close(); });
+        });
+  }
+
+  void record() {
+    ++seen_.count;
+    seen_.target = std::string(req_.target());
+    seen_.host = std::string(req_[http::field::host]);
+    seen_.user_agent = std::string(req_[http::field::user_agent]);
+    seen_.accept = std::string(req_[http::field::accept]);
+    seen_.accept_encoding = std::string(req_[http::field::accept_encoding]);
+  }
+
+  void close() {
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<tcp::socket>>) {
+      auto self = this->shared_from_this();
+      stream_.async_shutdown([self](beast::error_code) {
+        beast::error_code ignored;
+        self->stream_.next_layer().close(ignored);
+      });
+    } else {
+      beast::error_code ignored;
+      stream_.shutdown(tcp::socket::shutdown_send, ignored);
+      stream_.close(ignored);
+    }
+  }
+
+  Stream stream_;
+  responder respond_;
+  seen_request& seen_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> req_;
+  response_t res_;
+};
+
+/// A loopback server answering `connections` connections, then closing.
+class test_server {
+ public:
+  test_server(asio::io_context& ioc, responder respond,
+              ssl::context* tls = nullptr, int connections = 1)
+      : acceptor_(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)),
+        port_(acceptor_.local_endpoint().port()), respond_(std::move(respond)),
+        tls_(tls), left_(connections) {
+    accept();
+  }
+
+  unsigned short port() const { return port_; }
+  const seen_request& seen() const { return seen_; }
+
+ private:
+  void accept() {
+    acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
+      if (ec)
+        return;
+      if (tls_)
+        std::make_shared<server_conn<beast::ssl_stream<tcp::socket>>>(
+            beast::ssl_stream<tcp::socket>(std::move(socket), *tls_), respond_,
+            seen_)
+            ->start();
+      else
+        std::make_shared<server_conn<tcp::socket>>(std::move(socket), respond_,
+                                                   seen_)
+            ->start();
+      if (--left_ > 0)
+        accept();
+      else
+        acceptor_.close();
+    });
+  }
+
+  tcp::acceptor acceptor_;
+  unsigned short port_;
+  responder respond_;
+  ssl::context* tls_;
+  int left_;
+  seen_request seen_;
+};
+
+herd::net::places_settings settings_for(
+    const std::string& endpoint,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
+  herd::net::places_settings s;
+  s.endpoint = endpoint;
+  s.api_key = test_key;
+  s.timeout = timeout;
+  return s;
+}
+
+std::string local_url(const char* scheme, unsigned short port,
+                      const char* host = "127.0.0.1") {
+  return std::string(scheme) + "://" + host + ":" + std::to_string(port) +
+         "/maps/api/place/nearbysearch/json";
+}
+
+/// Runs one search to completion on the calling thread; checks the
+/// callback ran exactly once.
+herd::net::fetch_result fetch(asio::io_context& ioc,
+                              herd::net::places_client& client) {
+  std::optional<herd::net::fetch_result> got;
+  int calls = 0;
+  client.nearby_search("+34.068930", "-118.445127", "10000",
+                       [&](herd::net::fetch_result r) {
+                         ++calls;
+                         got = std::move(r);
+                       });
+  ioc.run_for(std::chrono::seconds(20));
+  ioc.restart();
+  REQUIRE(calls == 1);
+  CHECK(got->error.find(test_key) == std::string::npos);
+  CHECK(got->error.find("TEST-KEY") == std::string::npos);
+  return std::move(*got);
+}
+
+/// A self-signed certificate and its key, PEM, generated in memory.
+struct test_cert {
+  std::string cert_pem;
+  std::string key_pem;
+};
+
+std::string bio_text(BIO* bio) {
+  char* data = nullptr;
+  const long n = BIO_ctrl(bio, BIO_CTRL_INFO, 0, &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+test_cert make_cert(const char* subject_alt_names) {
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  REQUIRE(key != nullptr);
+  X509* x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(
+      name, "CN", MBSTRING_ASC,
+      reinterpret_cast<const unsigned char*>("herd test"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_CTX v3;
+  X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name,
+                                            subject_alt_names);
+  REQUIRE(san != nullptr);
+  X509_add_ext(x, san, -1);
+  X509_EXTENSION_free(san);
+  REQUIRE(X509_sign(x, key, EVP_sha256()) > 0);
+  test_cert out;
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, x);
+  out.cert_pem = bio_text(bio);
+  BIO_free(bio);
+  bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+  out.key_pem = bio_text(bio);
+  BIO_free(bio);
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return out;
+}
+
+std::unique_ptr<ssl::context> server_context(const test_cert& cert) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+  ctx->use_certificate_chain(asio::buffer(cert.cert_pem));
+  ctx->use_private_key(asio::buffer(cert.key_pem), ssl::context::pem);
+  return ctx;
+}
+
+/// A PEM file that is removed again when the test ends.
+class temp_file {
+ public:
+  explicit temp_file(const std::string& text)
+      : path_(std::filesystem::temp_directory_path() /
+              ("herd-test-ca-" + std::to_string(::getpid()) + "-" +
+               std::to_string(counter()++) + ".pem")) {
+    std::ofstream(path_) << text;
+  }
+  ~temp_file() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  std::string path() const { return path_.string(); }
+
+ private:
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+  std::filesystem::path path_;
+};
+
+} // namespace
+
+TEST_CASE("a search sends one GET with the query, the headers and the key, "
+          "and returns the body") {
+  asio::io_context ioc;
+  const std::string body = places_body(2);
+  test_server server(ioc, [&](const auto&) { return ok_response(body); });
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  CHECK(client.endpoint() == local_url("http", server.port()));
+  const auto r = fetch(ioc, client);
+  INFO(r.error);
+  REQUIRE(r.ok);
+  CHECK(r.http_status == 200);
+  CHECK(r.body == body);
+  CHECK(r.error.empty());
+  const seen_request& seen = server.seen();
+  CHECK(seen.count == 1);
+  CHECK(seen.target == "/maps/api/place/nearbysearch/json?location=34.068930,"
+                       "-118.445127&radius=10000&key=TEST-KEY-s3cr3t%2F%2B%3D");
+  CHECK(seen.host == "127.0.0.1:" + std::to_string(server.port()));
+  CHECK(seen.user_agent == "proxy-herd/0.1");
+  CHECK(seen.accept == "application/json");
+  CHECK(seen.accept_encoding.empty());
+}
+
+TEST_CASE("an endpoint with a query gets the parameters appended with '&'") {
+  asio::io_context ioc;
+  test_server server(ioc, [](const auto&) { return ok_response("{}"); });
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port()) + "?language=en"));
+  const auto r = fetch(ioc, client);
+  REQUIRE(r.ok);
+  CHECK(server.seen().target ==
+        "/maps/api/place/nearbysearch/json?language=en&location=34.068930,"
+        "-118.445127&radius=10000&key=TEST-KEY-s3cr3t%2F%2B%3D");
+}
+
+TEST_CASE("an HTTP error status is a response, not a failure") {
+  asio::io_context ioc;
+  test_server server(ioc, [](const auto&) {
+    response_t res = ok_response(R"({"error":"boom"})");
+    res.result(http::status::service_unavailable);
+    return res;
+  });
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  const auto r = fetch(ioc, client);
+  REQUIRE(r.ok);
+  CHECK(r.http_status == 503);
+  CHECK(r.body == R"({"error":"boom"})");
+}
+
+TEST_CASE("a response body over 4 MiB is an error") {
+  asio::io_context ioc;
+  test_server server(ioc, [](const auto&) {
+    return ok_response(std::string(4 * 1024 * 1024 + 1, ' '));
+  });
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  const auto r = fetch(ioc, client);
+  CHECK_FALSE(r.ok);
+  CHECK(r.error == "read: response body larger than 4194304 bytes");
+  CHECK(r.body.empty());
+}
+
+TEST_CASE("connecting to a closed loopback port fails in the connect step") {
+  asio::io_context ioc;
+  unsigned short port = 0;
+  {
+    tcp::acceptor probe(ioc,
+                        tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    port = probe.local_endpoint().port();
+  }
+  herd::net::places_client client(ioc, settings_for(local_url("http", port)));
+  const auto r = fetch(ioc, client);
+  CHECK_FALSE(r.ok);
+  INFO(r.error);
+  CHECK(r.error.rfind("connect: ", 0) == 0);
+}
+
+TEST_CASE("a server that accepts and never answers times out within the "
+          "deadline") {
+  asio::io_context ioc;
+  tcp::acceptor acceptor(ioc,
+                         tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket peer(ioc);
+  acceptor.async_accept(peer, [](beast::error_code) {});
+  const auto timeout = std::chrono::milliseconds(300);
+  SECTION("over plain HTTP the read times out") {
+    herd::net::places_client client(
+        ioc, settings_for(local_url("http", acceptor.local_endpoint().port()),
+                          timeout));
+    const auto start = std::chrono::steady_clock::now();
+    const auto r = fetch(ioc, client);
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK_FALSE(r.ok);
+    CHECK(r.error == "timeout after 300 ms (during read)");
+    CHECK(elapsed >= timeout);
+    CHECK(elapsed < timeout + std::chrono::milliseconds(1500));
+  }
+  SECTION("over HTTPS the TLS handshake times out") {
+    herd::net::places_client client(
+        ioc, settings_for(local_url("https", acceptor.local_endpoint().port()),
+                          timeout));
+    const auto start = std::chrono::steady_clock::now();
+    const auto r = fetch(ioc, client);
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK_FALSE(r.ok);
+    CHECK(r.error == "timeout after 300 ms (during TLS handshake)");
+    CHECK(elapsed >= timeout);
+    CHECK(elapsed < timeout + std::chrono::milliseconds(1500));
+  }
+}
+
+TEST_CASE("HTTPS works against a server whose certificate is in ca_file, "
+          "with SNI for host names") {
+  const test_cert cert = make_cert("DNS:localhost,IP:127.0.0.1");
+  const temp_file ca(cert.cert_pem);
+  const auto server_ctx = server_context(cert);
+  for (const char* host : {"127.0.0.1", "localhost"}) {
+    INFO("host " << host);
+    asio::io_context ioc;
+    const std::string body = places_body(1);
+    test_server server(
+        ioc, [&](const auto&) { return ok_response(body); }, server_ctx.get());
+    auto settings = settings_for(local_url("https", server.port(), host));
+    settings.ca_file = ca.path();
+    herd::net::places_client client(ioc, settings);
+    const auto r = fetch(ioc, client);
+    INFO(r.error);
+    REQUIRE(r.ok);
+    CHECK(r.http_status == 200);
+    CHECK(r.body == body);
+    CHECK(server.seen().sni ==
+          (std::string_view(host) == "localhost" ? "localhost" : ""));
+    CHECK(server.seen().host ==
+          std::string(host) + ":" + std::to_string(server.port()));
+  }
+}
+
+TEST_CASE("HTTPS refuses a certificate that is not trusted or does not match "
+          "the host") {
+  const test_cert cert = make_cert("DNS:localhost,IP:127.0.0.1");
+  const test_cert other = make_cert("DNS:other.example");
+  const temp_file other_ca(other.cert_pem);
+  SECTION("a self-signed certificate against the system store") {
+    asio::io_context ioc;
+    const auto server_ctx = server_context(cert);
+    test_server server(
+        ioc, [](const auto&) { return ok_response("{}"); }, server_ctx.get());
+    herd::net::places_client client(
+        ioc, settings_for(local_url("https", server.port())));
+    const auto r = fetch(ioc, client);
+    CHECK_FALSE(r.ok);
+    INFO(r.error);
+    CHECK(r.error.rfind("TLS handshake: certificate verify failed", 0) == 0);
+    CHECK(server.seen().count == 0);
+  }
+  SECTION("a trusted certificate for another host name") {
+    asio::io_context ioc;
+    const auto server_ctx = server_context(other);
+    test_server server(
+        ioc, [](const auto&) { return ok_response("{}"); }, server_ctx.get());
+    auto settings = settings_for(local_url("https", server.port()));
+    settings.ca_file = other_ca.path();
+    herd::net::places_client client(ioc, settings);
+    const auto r = fetch(ioc, client);
+    CHECK_FALSE(r.ok);
+    INFO(r.error);
+    CHECK(r.error == "TLS handshake: certificate verify failed: certificate "
+                     "does not match host name");
+    CHECK(server.seen().count == 0);
+  }
+}
+
+TEST_CASE("a bad endpoint or an unreadable ca_file fails at construction") {
+  asio::io_context ioc;
+  auto settings = settings_for("https://127.0.0.1:1/json");
+  settings.ca_file = "/nonexistent/herd-ca.pem";
+  try {
+    herd::net::places_client client(ioc, settings);
+    FAIL("no exception");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("/nonexistent/herd-ca.pem") !=
+          std::string::npos);
+  }
+  CHECK_THROWS_AS(herd::net::places_client(ioc, settings_for("ftp://x/")),
+                  std::runtime_error);
+  try {
+    herd::net::places_client client(ioc,
+                                    settings_for("gopher://h/?key=SECRET"));
+    FAIL("no exception");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("SECRET") == std::string::npos);
+  }
+}
+
+TEST_CASE("searches started from other threads each complete exactly once "
+          "while several threads run the io_context") {
+  constexpr int requests = 8;
+  // The server has an io_context and a thread of its own.
+  asio::io_context server_ioc;
+  const std::string body = places_body(1);
+  test_server server(
+      server_ioc, [&](const auto&) { return ok_response(body); }, nullptr,
+      requests);
+  std::thread server_thread([&] { server_ioc.run(); });
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  std::atomic<int> calls{0};
+  std::atomic<int> good{0};
+  auto work = asio::make_work_guard(ioc);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 2; ++i)
+    runners.emplace_back([&] { ioc.run(); });
+  std::thread caller([&] {
+    for (int i = 0; i < requests; ++i)
+      client.nearby_search("+1", "+2", "3", [&](herd::net::fetch_result r) {
+        if (r.ok && r.body == body)
+          ++good;
+        if (++calls == requests)
+          work.reset();
+      });
+  });
+  caller.join();
+  for (auto& t : runners)
+    t.join();
+  server_thread.join();
+  CHECK(server.seen().count == requests);
+  CHECK(calls == requests);
+  CHECK(good == requests);
+}
