@@ -113,11 +113,25 @@ class scanner {
   __attribute__((always_inline)) void skip_ws() noexcept {
     if (p_ == end_ || !is_ws(*p_))
       return;
-    // A lone space, as around ':' in pretty-printed bodies.
+    // Fast paths for pretty-printed bodies: a lone space (around ':') and
+    // a newline followed by indentation.
     if (*p_ == ' ' && end_ - p_ > 1 && !is_ws(p_[1])) {
       ++p_;
       return;
     }
+#if defined(__SSE2__)
+    if (*p_ == '\n' && end_ - p_ > 16) {
+      const unsigned spaces =
+          ~mask16(_mm_cmpeq_epi8(load16(p_ + 1), _mm_set1_epi8(' ')));
+      if ((spaces & 0xFFFFu) != 0) {
+        const char* next = p_ + 1 + __builtin_ctz(spaces);
+        if (!is_ws(*next)) {
+          p_ = next;
+          return;
+        }
+      }
+    }
+#endif
     bool newline = false;
 #if defined(__SSE2__)
     const __m128i sp = _mm_set1_epi8(' ');
