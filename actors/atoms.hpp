@@ -107,5 +107,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(herd, caf::first_custom_type_id)
   CAF_ADD_ATOM(herd, herd, retry_atom, "retry")
   CAF_ADD_ATOM(herd, herd, timeout_atom, "timeout")
   CAF_ADD_ATOM(herd, herd, status_atom, "status")
+  CAF_ADD_ATOM(herd, herd, tick_atom, "tick")
 
 CAF_END_TYPE_ID_BLOCK(herd)

@@ -8,6 +8,7 @@
 #include "actors/places_request.hpp"
 #include "net/peer_protocol.hpp"
 #include "net/logging.hpp"
+#include "net/metrics.hpp"
 #include "net/protocol.hpp"
 
 namespace herd {
@@ -108,6 +109,7 @@ void handle_whatsat(session_ptr self, const proto::whatsat& msg,
       [self, seq, query = std::move(query),
        line = std::string(line)](lookup_result& found) mutable {
         if (!found.found) {
+          metrics::add(metrics::counter::out_invalid);
           std::string reply;
           proto::append_invalid(reply, line);
           log_out(self, reply);
@@ -234,6 +236,7 @@ void handle_peer_line(session_ptr self, std::string_view line) {
   ++st.out_lines; // a neighbour's lines are never answered
   auto parsed = proto::parse_line(line);
   if (parsed.kind == proto::line_kind::at) {
+    metrics::add(metrics::counter::in_at);
     if (st.node->log_messages)
       HERD_LOG_INFO("{} in: {}", st.log_name, log::escape(line));
     auto shard = st.node->shard_index(parsed.at.client_id);
@@ -284,6 +287,8 @@ void handle_line(session_ptr self, std::string_view line,
   std::string reply;
   switch (parsed.kind) {
     case proto::line_kind::iamat: {
+      metrics::add(metrics::counter::in_iamat);
+      metrics::add(metrics::counter::out_at);
       auto& msg = parsed.iam;
       proto::append_at(reply, st.node->server_name,
                        received_ns - msg.time_ns, msg);
@@ -295,11 +300,14 @@ void handle_line(session_ptr self, std::string_view line,
       return;
     }
     case proto::line_kind::whatsat:
+      metrics::add(metrics::counter::in_whatsat);
       handle_whatsat(self, parsed.wh, line);
       return;
     default:
       // Malformed lines, and AT lines: only an authenticated peer may send
       // those, and a client connection is not one.
+      metrics::add(metrics::counter::in_invalid);
+      metrics::add(metrics::counter::out_invalid);
       proto::append_invalid(reply, line);
       emit(self, reply);
       return;
@@ -347,8 +355,13 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
   st.updates.resize(node->registry_shards.size());
   st.node = std::move(node);
   HERD_LOG_INFO("{} connection opened", st.log_name);
+  metrics::actor_spawned(metrics::actor_kind::client_session);
+  self->attach_functor(
+    [] { metrics::actor_quit(metrics::actor_kind::client_session); });
   return {
     [self](lines_atom, line_batch& batch) {
+      metrics::handler_scope scope(metrics::actor_kind::client_session,
+                                   self->mailbox().size());
       uint32_t begin = 0;
       for (auto end : batch.ends) {
         handle_line(self,
@@ -368,6 +381,8 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
       self->quit();
     },
     [self](places_atom, uint64_t seq, std::string& reply) {
+      metrics::handler_scope scope(metrics::actor_kind::client_session, 0);
+      metrics::add(metrics::counter::out_whatsat);
       fill_slot(self, seq, std::move(reply));
     },
   };

@@ -1,5 +1,6 @@
 #include "actors/location_registry.hpp"
 
+#include "net/metrics.hpp"
 #include "net/peer_protocol.hpp"
 #include "net/protocol.hpp"
 
@@ -30,19 +31,36 @@ auto location_registry_state::store(location_update& u) -> const record* {
 location_registry_actor::behavior_type
 location_registry(location_registry_actor::stateful_pointer<
                   location_registry_state> self) {
+  metrics::actor_spawned(metrics::actor_kind::location_registry);
+  self->attach_functor(
+    [] { metrics::actor_quit(metrics::actor_kind::location_registry); });
   return {
     [self](update_atom, const std::string& origin,
            std::vector<location_update>& updates) {
+      metrics::handler_scope scope(metrics::actor_kind::location_registry,
+                                   self->mailbox().size());
       auto& st = self->state;
-      if (st.links.empty()) {
-        for (auto& u : updates)
-          st.store(u);
-        return;
-      }
+      uint64_t stored = 0;
       std::vector<std::string> newer;
-      for (auto& u : updates)
-        if (auto* rec = st.store(u))
-          newer.push_back(rec->at_line);
+      for (auto& u : updates) {
+        if (auto* rec = st.store(u)) {
+          ++stored;
+          if (!st.links.empty())
+            newer.push_back(rec->at_line);
+        }
+      }
+      metrics::add(metrics::counter::updates_stored, stored);
+      metrics::add(metrics::counter::updates_stale, updates.size() - stored);
+      if (!origin.empty()) {
+        for (size_t i = 0; i < st.links.size(); ++i) {
+          if (st.links[i].first == origin) {
+            metrics::add(i, metrics::peer_counter::updates_received,
+                         updates.size());
+            metrics::add(i, metrics::peer_counter::updates_stale,
+                         updates.size() - stored);
+          }
+        }
+      }
       if (newer.empty())
         return;
       // Every neighbour but the one it came from; the AT line travels as is.
@@ -51,6 +69,8 @@ location_registry(location_registry_actor::stateful_pointer<
           self->send(link, flood_atom::value, newer);
     },
     [self](lookup_atom, const std::string& client_id) -> lookup_result {
+      metrics::handler_scope scope(metrics::actor_kind::location_registry,
+                                   self->mailbox().size());
       lookup_result result;
       auto it = self->state.clients.find(client_id);
       if (it == self->state.clients.end())

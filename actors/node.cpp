@@ -12,6 +12,8 @@
 
 #include "actors/client_session.hpp"
 #include "actors/location_registry.hpp"
+#include "actors/metrics.hpp"
+#include "net/metrics.hpp"
 #include "actors/node_context.hpp"
 #include "actors/peer_link.hpp"
 #include "net/peer_protocol.hpp"
@@ -143,14 +145,19 @@ int run_node(const node_options& opts) {
         if (open_connections->load() >= max_connections) {
           HERD_LOG_WARN("client#{} refused: {} connections open (limit)", id,
                         max_connections);
+          metrics::add(metrics::counter::connections_refused);
           return; // the socket closes as it goes out of scope
         }
         ++*open_connections;
+        metrics::add(metrics::counter::connections_accepted);
         auto conn = std::make_shared<net::connection>(std::move(socket),
                                                       limits, id);
         auto session = sys.spawn(client_session, conn, ctx);
         // Count the connection down when its session ends.
-        session->attach_functor([open_connections] { --*open_connections; });
+        session->attach_functor([open_connections] {
+          --*open_connections;
+          metrics::add(metrics::counter::connections_closed);
+        });
         conn->start(make_session_forwarder(session));
       });
   } catch (const std::exception& e) {
@@ -169,11 +176,15 @@ int run_node(const node_options& opts) {
   std::vector<peer_link_actor> links;
   for (auto& n : ctx->neighbours) {
     link_names.push_back(n);
-    links.push_back(sys.spawn(peer_link, std::shared_ptr<const node_context>(ctx),
-                              n, cfg.servers.at(n)));
+    links.push_back(sys.spawn(peer_link,
+                              std::shared_ptr<const node_context>(ctx), n,
+                              links.size(), cfg.servers.at(n)));
   }
   for (auto& shard : ctx->registry_shards)
     caf::anon_send(shard, peers_atom::value, link_names, links);
+  auto reporter = sys.spawn(metrics_reporter, opts.name,
+                            std::chrono::seconds(cfg.metrics_interval_s),
+                            link_names, links);
   HERD_LOG_INFO("node {} listening on {}:{}", opts.name, self_addr.host,
                 server->port());
 

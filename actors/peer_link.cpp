@@ -4,6 +4,7 @@
 
 #include "actors/catch_up.hpp"
 #include "net/logging.hpp"
+#include "net/metrics.hpp"
 #include "net/peer_protocol.hpp"
 #include "net/protocol.hpp"
 
@@ -126,6 +127,7 @@ void finish_sync(link_ptr self, uint32_t buckets,
                   cur.log_name, ms, n, buckets, cur.sync_records_in,
                   cur.sync_bytes_in, lines.size(), cur.sync_bytes_out);
     cur.now = phase::up;
+    metrics::add(cur.index, metrics::peer_counter::catchups);
   };
   if (differing.empty()) {
     std::vector<std::string> none;
@@ -219,8 +221,12 @@ void on_lines(link_ptr self, line_batch& batch) {
 
 peer_link_actor::behavior_type
 peer_link(link_ptr self, std::shared_ptr<const node_context> node,
-          std::string neighbour, server_address address) {
+          std::string neighbour, size_t index, server_address address) {
   auto& st = self->state;
+  st.index = index;
+  metrics::actor_spawned(metrics::actor_kind::peer_link);
+  self->attach_functor(
+    [] { metrics::actor_quit(metrics::actor_kind::peer_link); });
   st.log_name = "peer_link " + node->server_name + "->" + neighbour;
   st.node = std::move(node);
   st.neighbour = std::move(neighbour);
@@ -229,11 +235,17 @@ peer_link(link_ptr self, std::shared_ptr<const node_context> node,
   return {
     [self](flood_atom, std::vector<std::string>& lines) {
       auto& cur = self->state;
+      metrics::handler_scope scope(metrics::actor_kind::peer_link,
+                                   self->mailbox().size());
       if (cur.now != phase::up && cur.now != phase::syncing) {
         cur.floods_dropped += lines.size();
+        metrics::add(cur.index, metrics::peer_counter::floods_dropped,
+                     lines.size());
         return;
       }
       cur.floods_sent += lines.size();
+      metrics::add(cur.index, metrics::peer_counter::floods_sent,
+                   lines.size());
       cur.conn->send(join_lines(lines), 0);
     },
     [self](connected_atom, uint64_t attempt,

@@ -17,6 +17,7 @@ struct peer_link_state {
 
   std::shared_ptr<const node_context> node;
   std::string neighbour;
+  size_t index = 0; ///< the neighbour's position, for per-peer metrics
   server_address address;
   std::string log_name; ///< "peer_link Clark->Bona"
 
@@ -50,6 +51,6 @@ constexpr std::chrono::milliseconds peer_handshake_timeout{2000};
 peer_link_actor::behavior_type
 peer_link(peer_link_actor::stateful_pointer<peer_link_state> self,
           std::shared_ptr<const node_context> node, std::string neighbour,
-          server_address address);
+          size_t index, server_address address);
 
 } // namespace herd

@@ -4,6 +4,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "net/logging.hpp"
+#include "net/metrics.hpp"
 #include "net/places_json.hpp"
 
 namespace herd {
@@ -56,6 +57,10 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
   st.node = std::move(node);
   st.log_name = std::move(log_name);
   st.started = std::chrono::steady_clock::now();
+  metrics::actor_spawned(metrics::actor_kind::places_request);
+  metrics::add(metrics::counter::places_calls);
+  self->attach_functor(
+    [] { metrics::actor_quit(metrics::actor_kind::places_request); });
   // The completion runs on an io thread: it only forwards to this actor.
   st.node->places->nearby_search(
     st.query.latitude, st.query.longitude, st.query.radius_m,
@@ -64,6 +69,7 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
     });
   return {
     [self](fetched_atom, net::fetch_result& result) {
+      metrics::handler_scope scope(metrics::actor_kind::places_request, 0);
       auto& req = self->state;
       std::string summary;
       auto reply = make_whatsat_reply(req.at_line, result, req.query.bound,
@@ -71,6 +77,13 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
       auto ms = std::chrono::duration<double, std::milli>(
                   std::chrono::steady_clock::now() - req.started)
                   .count();
+      metrics::record_places_latency(std::chrono::steady_clock::now()
+                                     - req.started);
+      if (!result.ok || result.http_status >= 500
+          || summary.rfind("unusable", 0) == 0)
+        metrics::add(metrics::counter::places_errors);
+      if (!result.ok && result.error.rfind("timeout", 0) == 0)
+        metrics::add(metrics::counter::places_timeouts);
       if (result.ok && result.http_status < 500)
         HERD_LOG_INFO("{} places: {} in {:.1f} ms", req.log_name, summary, ms);
       else

@@ -154,7 +154,7 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   r.only_keys(obj, "",
               {"servers", "links", "places", "threads", "io_threads",
                "registry_shards", "log_dir", "log_messages",
-               "peer_secret_env", "limits"});
+               "peer_secret_env", "limits", "metrics_interval_s"});
   herd_config cfg;
   auto* servers = obj.if_contains("servers");
   if (!servers)
@@ -221,6 +221,9 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
     r.fail("log_dir", "is empty");
   if (auto* x = obj.if_contains("log_messages"))
     cfg.log_messages = r.boolean(*x, "log_messages");
+  if (auto* x = obj.if_contains("metrics_interval_s"))
+    cfg.metrics_interval_s = static_cast<uint32_t>(
+      r.integer(*x, "metrics_interval_s", 0, 86400));
   if (auto* x = obj.if_contains("peer_secret_env"))
     cfg.peer_secret_env = r.string(*x, "peer_secret_env");
   if (auto* x = obj.if_contains("limits"))

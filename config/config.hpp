@@ -42,6 +42,7 @@ struct herd_config {
   uint32_t registry_shards = 1;
   std::string log_dir = "logs";
   bool log_messages = true; ///< one log line per message in and out
+  uint32_t metrics_interval_s = 10; ///< metrics log line period; 0: off
   std::string peer_secret_env = "HERD_PEER_SECRET";
   limits_config limits;
 

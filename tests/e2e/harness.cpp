@@ -584,8 +584,11 @@ node& herd::start(const std::string& name, const launch_options& opts) {
   auto& slot = nodes_[name];
   if (slot)
     slot->proc().kill_now();
+  launch_options merged = opts;
+  for (auto& [k, v] : env_)
+    merged.env.emplace(k, v); // the launch options' own settings win
   slot = std::make_unique<node>(name, port(name), config_path_, dir_.file(name),
-                                opts);
+                                merged);
   if (opts.wait && !slot->wait_listening(opts.listen_timeout)) {
     INFO("stderr of " << name << ": " << slot->proc().stderr_text());
     FAIL("node " << name << " did not listen on port " << port(name)

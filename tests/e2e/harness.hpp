@@ -270,6 +270,9 @@ class herd {
 
   const config_spec& spec() const { return spec_; }
   const std::string& config_path() const { return config_path_; }
+  /// Environment changes every node of this herd starts with (before the
+  /// launch options' own), e.g. a shared peer secret.
+  env_changes& env() { return env_; }
   std::uint16_t port(const std::string& name) const;
 
   /// Starts (or restarts) the node; with opts.wait, fails the test unless
@@ -286,6 +289,7 @@ class herd {
   const temp_dir& dir_;
   config_spec spec_;
   std::string config_path_;
+  env_changes env_;
   std::map<std::string, std::unique_ptr<node>> nodes_;
 };
 

@@ -1,0 +1,166 @@
+// Counters for the metrics line and /metrics, cheap enough for the hot path:
+// every thread adds into its own block of relaxed atomics (a load and a
+// store, no read-modify-write, no lock, no allocation), and a reader sums the
+// blocks. Blocks are registered once per thread and never freed, so a
+// snapshot may read a block whose thread has ended.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace herd::metrics {
+
+enum class counter : uint16_t {
+  connections_accepted,
+  connections_closed,
+  connections_refused,
+  in_iamat,
+  in_whatsat,
+  in_at,      ///< AT lines from authenticated peers
+  in_invalid, ///< lines answered with "? "
+  out_at,      ///< IAMAT replies
+  out_whatsat, ///< WHATSAT replies (AT line + Places JSON)
+  out_invalid,
+  updates_stored,
+  updates_stale,
+  places_calls,
+  places_errors,   ///< no usable body: transport error, 5xx, not JSON
+  places_timeouts, ///< subset of errors: the deadline passed
+  count_
+};
+
+/// Per-neighbour counters, indexed by the neighbour's position in config.
+enum class peer_counter : uint16_t {
+  floods_sent,
+  floods_dropped, ///< link down: left to the catch-up
+  updates_received,
+  updates_stale,
+  catchups,
+  count_
+};
+
+enum class actor_kind : uint16_t {
+  client_session,
+  location_registry,
+  places_request,
+  peer_link,
+  metrics,
+  count_
+};
+
+const char* to_string(counter c);
+const char* to_string(peer_counter c);
+const char* to_string(actor_kind k);
+
+constexpr size_t max_peers = 64;
+
+/// Latency histogram: log-linear buckets (8 per power of two) in µs.
+struct histogram {
+  static constexpr size_t buckets = 8 * 40;
+  std::array<std::atomic<uint64_t>, buckets> counts{};
+
+  static size_t bucket_of(uint64_t us) noexcept;
+  static uint64_t upper_bound_us(size_t bucket) noexcept;
+};
+
+struct actor_stats {
+  std::atomic<uint64_t> spawned{0};
+  std::atomic<uint64_t> quit{0};
+  std::atomic<uint64_t> messages{0};
+  std::atomic<uint64_t> busy_ns{0};
+  std::atomic<uint64_t> max_mailbox{0};
+};
+
+/// One thread's counters.
+struct block {
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(counter::count_)>
+    counters{};
+  std::array<std::array<std::atomic<uint64_t>,
+                        static_cast<size_t>(peer_counter::count_)>,
+             max_peers>
+    peers{};
+  std::array<actor_stats, static_cast<size_t>(actor_kind::count_)> actors{};
+  histogram places_latency;
+};
+
+/// This thread's block (registered on first use).
+block& local() noexcept;
+
+inline void bump(std::atomic<uint64_t>& x, uint64_t n = 1) noexcept {
+  x.store(x.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+inline void add(counter c, uint64_t n = 1) noexcept {
+  bump(local().counters[static_cast<size_t>(c)], n);
+}
+
+inline void add(size_t peer, peer_counter c, uint64_t n = 1) noexcept {
+  if (peer < max_peers)
+    bump(local().peers[peer][static_cast<size_t>(c)], n);
+}
+
+void record_places_latency(std::chrono::nanoseconds d) noexcept;
+
+inline void actor_spawned(actor_kind k) noexcept {
+  bump(local().actors[static_cast<size_t>(k)].spawned);
+}
+inline void actor_quit(actor_kind k) noexcept {
+  bump(local().actors[static_cast<size_t>(k)].quit);
+}
+
+/// Counts one handled message of an actor kind and its time, and keeps the
+/// largest mailbox seen. Use as a guard at the top of a handler.
+class handler_scope {
+public:
+  handler_scope(actor_kind k, size_t mailbox) noexcept
+    : stats_(local().actors[static_cast<size_t>(k)]),
+      start_(std::chrono::steady_clock::now()) {
+    if (mailbox > stats_.max_mailbox.load(std::memory_order_relaxed))
+      stats_.max_mailbox.store(mailbox, std::memory_order_relaxed);
+  }
+  ~handler_scope() {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::chrono::steady_clock::now() - start_)
+                .count();
+    bump(stats_.messages);
+    bump(stats_.busy_ns, static_cast<uint64_t>(ns));
+  }
+  handler_scope(const handler_scope&) = delete;
+  handler_scope& operator=(const handler_scope&) = delete;
+
+private:
+  actor_stats& stats_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+/// The sum over every thread's block, as plain numbers.
+struct snapshot {
+  std::array<uint64_t, static_cast<size_t>(counter::count_)> counters{};
+  std::array<std::array<uint64_t, static_cast<size_t>(peer_counter::count_)>,
+             max_peers>
+    peers{};
+  struct actor {
+    uint64_t spawned = 0, quit = 0, messages = 0, busy_ns = 0,
+             max_mailbox = 0;
+  };
+  std::array<actor, static_cast<size_t>(actor_kind::count_)> actors{};
+  std::array<uint64_t, histogram::buckets> places_latency{};
+
+  uint64_t get(counter c) const {
+    return counters[static_cast<size_t>(c)];
+  }
+  /// The latency quantile q (0..1) of the histogram `h`, in µs.
+  static double quantile_us(
+    const std::array<uint64_t, histogram::buckets>& h, double q);
+};
+
+snapshot take_snapshot();
+
+/// `after` minus `before`, counter by counter (maxima are kept as is).
+snapshot delta(const snapshot& after, const snapshot& before);
+
+} // namespace herd::metrics
