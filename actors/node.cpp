@@ -124,6 +124,7 @@ int run_node(const node_options& opts) {
   limits.max_output_bytes = cfg.limits.max_output_bytes;
   const uint32_t max_connections = cfg.limits.max_connections;
   ctx->limits = limits;
+  ctx->peer_output_limit = cfg.limits.max_peer_output_bytes;
 
   asio::io_context main_ctx(1);
   asio::signal_set signals(main_ctx, SIGINT, SIGTERM);

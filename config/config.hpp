@@ -31,6 +31,9 @@ struct limits_config {
   uint32_t max_pending_lines = 256;   ///< unanswered lines before reads pause
   uint32_t max_output_bytes = 4 << 20; ///< queued reply bytes: slow reader cut
   uint32_t max_connections = 20000;  ///< accepted connections at once
+  /// Unwritten bytes to one neighbour before its link is dropped (and the
+  /// neighbour caught up later).
+  uint32_t max_peer_output_bytes = 64u << 20;
 };
 
 struct herd_config {
