@@ -39,7 +39,7 @@ namespace {
 using std::string_view;
 
 constexpr const char* usage =
-  R"(usage: herd-bench --target HOST:PORT [--target HOST:PORT ...] [options]
+    R"(usage: herd-bench --target HOST:PORT [--target HOST:PORT ...] [options]
        herd-bench --propagation --origin HOST:PORT --target HOST:PORT ...
                   [options]
 
@@ -125,8 +125,12 @@ int64_t clock_ns(clockid_t id) {
   clock_gettime(id, &ts);
   return static_cast<int64_t>(ts.tv_sec) * k_sec + ts.tv_nsec;
 }
-int64_t mono_ns() { return clock_ns(CLOCK_MONOTONIC); }
-int64_t real_ns() { return clock_ns(CLOCK_REALTIME); }
+int64_t mono_ns() {
+  return clock_ns(CLOCK_MONOTONIC);
+}
+int64_t real_ns() {
+  return clock_ns(CLOCK_REALTIME);
+}
 
 /// Writes `ns` as "<sec>.<9 digits>"; returns the length (at most 30).
 size_t format_time(char* out, int64_t ns) {
@@ -179,7 +183,7 @@ std::string escape(string_view s, size_t limit = 240) {
 /// 1024 buckets per power of two (relative error under 0.1 %), up to 60 s.
 /// Allocated once; recording is an index computation and an increment.
 class histogram {
-public:
+ public:
   static constexpr int sub_bits = 10;
   static constexpr uint64_t sub = uint64_t{1} << sub_bits;
   static constexpr uint64_t max_value = 60ULL * 1000000000ULL;
@@ -191,8 +195,8 @@ public:
       return static_cast<size_t>(v);
     int msb = 63 - __builtin_clzll(v);
     int shift = msb - sub_bits;
-    return static_cast<size_t>(static_cast<uint64_t>(shift + 1) * sub
-                               + (v >> shift) - sub);
+    return static_cast<size_t>(static_cast<uint64_t>(shift + 1) * sub +
+                               (v >> shift) - sub);
   }
   /// The largest value that falls into bucket `i`.
   static uint64_t upper(size_t i) {
@@ -230,7 +234,8 @@ public:
   uint64_t percentile(double q) const {
     if (total_ == 0)
       return 0;
-    auto rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total_)));
+    auto rank =
+        static_cast<uint64_t>(std::ceil(q * static_cast<double>(total_)));
     rank = std::clamp<uint64_t>(rank, 1, total_);
     uint64_t seen = 0;
     for (size_t i = 0; i < counts_.size(); ++i) {
@@ -241,14 +246,16 @@ public:
     return max_;
   }
 
-private:
+ private:
   std::vector<uint64_t> counts_;
   uint64_t total_ = 0;
   uint64_t sum_ = 0;
   uint64_t max_ = 0;
 };
 
-double us(uint64_t ns) { return static_cast<double>(ns) / 1000.0; }
+double us(uint64_t ns) {
+  return static_cast<double>(ns) / 1000.0;
+}
 
 // -- options ----------------------------------------------------------------
 
@@ -285,10 +292,10 @@ uint64_t parse_uint(string_view option, const char* text, uint64_t min,
   char* end = nullptr;
   errno = 0;
   unsigned long long v = std::strtoull(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || errno != 0 || *text == '-'
-      || *text == '+' || v < min || v > max)
-    die(std::string(option) + ": \"" + text + "\" is not a number from "
-        + std::to_string(min) + " to " + std::to_string(max));
+  if (*text == '\0' || *end != '\0' || errno != 0 || *text == '-' ||
+      *text == '+' || v < min || v > max)
+    die(std::string(option) + ": \"" + text + "\" is not a number from " +
+        std::to_string(min) + " to " + std::to_string(max));
   return v;
 }
 
@@ -298,8 +305,8 @@ double parse_double(string_view option, const char* text, double min,
   errno = 0;
   double v = std::strtod(text, &end);
   if (*text == '\0' || *end != '\0' || errno != 0 || !(v >= min && v <= max))
-    die(std::string(option) + ": \"" + text + "\" is not a number from "
-        + std::to_string(min) + " to " + std::to_string(max));
+    die(std::string(option) + ": \"" + text + "\" is not a number from " +
+        std::to_string(min) + " to " + std::to_string(max));
   return v;
 }
 
@@ -318,8 +325,8 @@ endpoint parse_endpoint(string_view option, const std::string& text) {
   addrinfo* res = nullptr;
   int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
   if (rc != 0 || res == nullptr)
-    die(std::string(option) + ": cannot resolve \"" + host
-        + "\": " + gai_strerror(rc));
+    die(std::string(option) + ": cannot resolve \"" + host +
+        "\": " + gai_strerror(rc));
   endpoint ep;
   ep.text = text;
   std::memcpy(&ep.addr, res->ai_addr, res->ai_addrlen);
@@ -334,9 +341,8 @@ void parse_mix(options& opt, const std::string& text) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
-    std::string item =
-      text.substr(pos, comma == std::string::npos ? std::string::npos
-                                                  : comma - pos);
+    std::string item = text.substr(
+        pos, comma == std::string::npos ? std::string::npos : comma - pos);
     auto eq = item.find('=');
     if (eq == std::string::npos)
       die("--mix: \"" + item + "\" is not KEY=WEIGHT");
@@ -378,7 +384,7 @@ options parse_options(int argc, char** argv) {
       opt.has_origin = true;
     } else if (arg == "--connections") {
       opt.connections =
-        static_cast<uint32_t>(parse_uint(arg, value(), 1, 100000));
+          static_cast<uint32_t>(parse_uint(arg, value(), 1, 100000));
     } else if (arg == "--depth") {
       opt.depth = static_cast<uint32_t>(parse_uint(arg, value(), 1, 4096));
     } else if (arg == "--duration") {
@@ -388,7 +394,8 @@ options parse_options(int argc, char** argv) {
     } else if (arg == "--mix") {
       parse_mix(opt, value());
     } else if (arg == "--clients") {
-      opt.clients = static_cast<uint32_t>(parse_uint(arg, value(), 1, 10000000));
+      opt.clients =
+          static_cast<uint32_t>(parse_uint(arg, value(), 1, 10000000));
     } else if (arg == "--radius") {
       opt.radius = value();
       if (!herd::proto::parse_radius_m(opt.radius))
@@ -410,10 +417,11 @@ options parse_options(int argc, char** argv) {
     } else if (arg == "--propagation") {
       opt.propagation = true;
     } else if (arg == "--samples") {
-      opt.samples = static_cast<uint32_t>(parse_uint(arg, value(), 1, 10000000));
+      opt.samples =
+          static_cast<uint32_t>(parse_uint(arg, value(), 1, 10000000));
     } else if (arg == "--interval-ms") {
       opt.interval_ms =
-        static_cast<uint32_t>(parse_uint(arg, value(), 0, 3600000));
+          static_cast<uint32_t>(parse_uint(arg, value(), 0, 3600000));
     } else {
       die("unknown option \"" + std::string(arg) + "\" (see --help)");
     }
@@ -435,14 +443,14 @@ options parse_options(int argc, char** argv) {
 /// A non-blocking TCP connection with TCP_NODELAY; -1 (errno set) on failure
 /// or after 5 s.
 int connect_to(const endpoint& ep) {
-  int fd = socket(ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  0);
+  int fd =
+      socket(ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -1;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&ep.addr), ep.addr_len)
-      != 0) {
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&ep.addr), ep.addr_len) !=
+      0) {
     if (errno != EINPROGRESS) {
       int e = errno;
       close(fd);
@@ -534,7 +542,7 @@ enum : uint8_t { kind_iamat = 0, kind_whatsat = 1 };
 /// Every request line, built once: "IAMAT bench-<i> <loc> " (the time and
 /// '\n' are appended per request) and "WHATSAT bench-<i> <r> <b>\n".
 class catalog {
-public:
+ public:
   catalog(uint32_t clients, const std::string& radius, int bound) {
     struct offs {
       size_t iamat, iamat_len, whatsat, whatsat_len;
@@ -547,9 +555,9 @@ public:
       // degrees), so that every run stores the same place per client.
       long lat = 34068930L + static_cast<long>((i * 7919UL) % 200000UL);
       long lon = 118445127L + static_cast<long>((i * 104729UL) % 400000UL);
-      int n = std::snprintf(buf, sizeof buf, "IAMAT bench-%u +%ld.%06ld-%ld.%06ld ",
-                            i, lat / 1000000, lat % 1000000, lon / 1000000,
-                            lon % 1000000);
+      int n = std::snprintf(
+          buf, sizeof buf, "IAMAT bench-%u +%ld.%06ld-%ld.%06ld ", i,
+          lat / 1000000, lat % 1000000, lon / 1000000, lon % 1000000);
       offs e{};
       e.iamat = arena_.size();
       e.iamat_len = static_cast<size_t>(n);
@@ -564,8 +572,8 @@ public:
     }
     for (auto& e : o)
       entries_.push_back(
-        {string_view(arena_).substr(e.iamat, e.iamat_len),
-         string_view(arena_).substr(e.whatsat, e.whatsat_len)});
+          {string_view(arena_).substr(e.iamat, e.iamat_len),
+           string_view(arena_).substr(e.whatsat, e.whatsat_len)});
   }
   catalog(const catalog&) = delete;
   catalog& operator=(const catalog&) = delete;
@@ -576,7 +584,7 @@ public:
   string_view whatsat(uint32_t c) const { return entries_[c].whatsat; }
   size_t max_request_len() const { return max_len_; }
 
-private:
+ private:
   struct entry {
     string_view iamat, whatsat;
   };
@@ -585,7 +593,9 @@ private:
   size_t max_len_ = 0;
 };
 
-constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 /// Checks "AT <server> <+|-><digits>.<9 digits> " and returns the offset of
 /// what follows it; 0 when the line does not start that way.
@@ -623,10 +633,9 @@ bool check_iamat_reply(string_view line, string_view echo, string_view time) {
   if (i == 0)
     return false;
   string_view rest = line.substr(i);
-  return rest.size() == echo.size() + time.size()
-         && std::memcmp(rest.data(), echo.data(), echo.size()) == 0
-         && std::memcmp(rest.data() + echo.size(), time.data(), time.size())
-              == 0;
+  return rest.size() == echo.size() + time.size() &&
+         std::memcmp(rest.data(), echo.data(), echo.size()) == 0 &&
+         std::memcmp(rest.data() + echo.size(), time.data(), time.size()) == 0;
 }
 
 /// The AT line of a WHATSAT reply: header, then echo, then a time token.
@@ -635,8 +644,8 @@ bool check_whatsat_at(string_view line, string_view echo) {
   if (i == 0)
     return false;
   string_view rest = line.substr(i);
-  if (rest.size() <= echo.size()
-      || std::memcmp(rest.data(), echo.data(), echo.size()) != 0)
+  if (rest.size() <= echo.size() ||
+      std::memcmp(rest.data(), echo.data(), echo.size()) != 0)
     return false;
   string_view t = rest.substr(echo.size());
   size_t k = 0;
@@ -699,18 +708,21 @@ bool check_json(string_view body) {
       break;
     }
   }
-  return closed
-         && body.find("\"status\"") != string_view::npos;
+  return closed && body.find("\"status\"") != string_view::npos;
 }
 
 /// Finds the end of the reply that starts at `s` (`avail` bytes): a single
 /// line, or for an AT line followed by JSON (`multi`), everything up to and
-/// including the empty line. Returns 0 when incomplete.
-size_t reply_length(const char* s, size_t avail, bool multi) {
+/// including the empty line. Returns 0 when incomplete; `first_line` gets
+/// the length of the first line without its '\n'.
+size_t reply_length(const char* s, size_t avail, bool multi,
+                    size_t* first_line = nullptr) {
   const void* nl = std::memchr(s, '\n', avail);
   if (nl == nullptr)
     return 0;
   auto line = static_cast<size_t>(static_cast<const char*>(nl) - s);
+  if (first_line != nullptr)
+    *first_line = line;
   if (!multi || line < 3 || std::memcmp(s, "AT ", 3) != 0)
     return line + 1;
   const void* end = memmem(s + line, avail - line, "\n\n", 2);
@@ -734,6 +746,11 @@ struct xorshift {
 };
 
 std::atomic<int> error_samples{0};
+
+/// Whether another error sample may still be printed (3 in all).
+bool want_error_sample() {
+  return error_samples.load(std::memory_order_relaxed) < 3;
+}
 
 void report_error(const char* what, string_view request, string_view reply) {
   if (error_samples.fetch_add(1, std::memory_order_relaxed) >= 3)
@@ -774,9 +791,9 @@ struct run_clock {
 };
 
 class worker {
-public:
-  worker(const options& opt, const catalog& cat, run_clock clock,
-         uint64_t seed, uint64_t cap)
+ public:
+  worker(const options& opt, const catalog& cat, run_clock clock, uint64_t seed,
+         uint64_t cap)
       : opt_(opt), cat_(cat), clock_(clock), rng_(seed), cap_(cap) {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     if (ep_ < 0)
@@ -790,7 +807,7 @@ public:
       whatsat_threshold_ = UINT64_MAX;
     else
       whatsat_threshold_ = static_cast<uint64_t>(
-        std::min(share * 18446744073709551616.0, 18446744073709549568.0));
+          std::min(share * 18446744073709551616.0, 18446744073709549568.0));
   }
   ~worker() {
     for (auto& c : conns_)
@@ -842,7 +859,8 @@ public:
           errors_ += inflight_;
           char what[96];
           std::snprintf(what, sizeof what,
-                        "%" PRIu64 " requests without a reply 5 s after the end",
+                        "%" PRIu64
+                        " requests without a reply 5 s after the end",
                         inflight_);
           report_error(what, {}, {});
           break;
@@ -850,7 +868,7 @@ public:
       }
       int64_t wake = sending_ ? clock_.end : stop_ns + k_wait_limit_ns;
       int timeout = static_cast<int>(
-        std::clamp<int64_t>((wake - now) / 1000000 + 1, 1, 1000));
+          std::clamp<int64_t>((wake - now) / 1000000 + 1, 1, 1000));
       int n = epoll_wait(ep_, events, 256, timeout);
       if (n < 0) {
         if (errno == EINTR)
@@ -879,7 +897,7 @@ public:
   uint64_t errors_ = 0;
   int64_t last_reply_ns_ = 0;
 
-private:
+ private:
   uint32_t pick_client() {
     uint64_t r = rng_.next();
     return static_cast<uint32_t>(((r >> 32) * opt_.clients) >> 32);
@@ -960,7 +978,7 @@ private:
   void flush(conn& c) {
     while (c.wpos < c.wlen) {
       ssize_t n =
-        send(c.fd, c.wbuf.data() + c.wpos, c.wlen - c.wpos, MSG_NOSIGNAL);
+          send(c.fd, c.wbuf.data() + c.wpos, c.wlen - c.wpos, MSG_NOSIGNAL);
       if (n > 0) {
         c.wpos += static_cast<size_t>(n);
         continue;
@@ -1030,21 +1048,21 @@ private:
       }
       pending& e = c.fifo[c.head];
       bool multi = opt_.validate && e.kind == kind_whatsat;
-      size_t used = reply_length(s, avail, multi);
+      size_t line_len = 0;
+      size_t used = reply_length(s, avail, multi, &line_len);
       if (used == 0)
         break;
       bool ok = true;
       if (opt_.validate) {
-        string_view line(s, used);
-        line = line.substr(0, line.find('\n'));
+        string_view line(s, line_len);
         if (e.kind == kind_iamat) {
           ok = check_iamat_reply(line, cat_.echo(e.client),
                                  string_view(e.time_text, e.time_len));
         } else {
-          ok = used >= line.size() + 3
-               && check_whatsat_at(line, cat_.echo(e.client))
-               && check_json(string_view(s + line.size() + 1,
-                                         used - line.size() - 3));
+          ok = used >= line.size() + 3 &&
+               check_whatsat_at(line, cat_.echo(e.client)) &&
+               check_json(
+                   string_view(s + line.size() + 1, used - line.size() - 3));
         }
       }
       ++completed_;
@@ -1070,10 +1088,12 @@ private:
   }
 
   void report_invalid(const pending& e, string_view reply) {
+    if (!want_error_sample())
+      return;
     std::string req;
     if (e.kind == kind_iamat) {
-      req = std::string(cat_.iamat_prefix(e.client))
-            + std::string(e.time_text, e.time_len) + "\n";
+      req = std::string(cat_.iamat_prefix(e.client)) +
+            std::string(e.time_text, e.time_len) + "\n";
     } else {
       req = std::string(cat_.whatsat(e.client));
     }
@@ -1131,8 +1151,8 @@ void prefill(const options& opt, const catalog& cat, const endpoint& target) {
       }
       string_view line(buf.data() + pos, used - 1);
       if (!check_iamat_reply(line, cat.echo(c), times[c - first])) {
-        report_error("invalid reply while storing the clients' locations",
-                     out, line);
+        report_error("invalid reply while storing the clients' locations", out,
+                     line);
         die("prefill on " + target.text + " failed", 1);
       }
       pos += used;
@@ -1167,11 +1187,10 @@ int run_load(const options& opt) {
     char tbuf[32];
     std::string line(cat.iamat_prefix(opt.clients - 1));
     line.append(tbuf, format_time(tbuf, real_ns()));
-    if (herd::proto::parse_line(line).kind != herd::proto::line_kind::iamat
-        || herd::proto::parse_line(
-             herd::proto::strip_terminator(cat.whatsat(opt.clients - 1)))
-               .kind
-             != herd::proto::line_kind::whatsat)
+    if (herd::proto::parse_line(line).kind != herd::proto::line_kind::iamat ||
+        herd::proto::parse_line(
+            herd::proto::strip_terminator(cat.whatsat(opt.clients - 1)))
+                .kind != herd::proto::line_kind::whatsat)
       die("internal error: generated requests do not parse", 1);
   }
   if (opt.w_whatsat > 0)
@@ -1185,18 +1204,19 @@ int run_load(const options& opt) {
 
   int64_t start = mono_ns();
   run_clock clock{start + static_cast<int64_t>(opt.warmup * 1e9),
-                  start + static_cast<int64_t>((opt.warmup + opt.duration) * 1e9)};
+                  start +
+                      static_cast<int64_t>((opt.warmup + opt.duration) * 1e9)};
   std::vector<std::unique_ptr<worker>> workers;
   for (uint32_t t = 0; t < opt.threads; ++t) {
     uint64_t cap = 0;
     if (opt.max_requests != 0) {
-      cap = opt.max_requests / opt.threads
-            + (t < opt.max_requests % opt.threads ? 1 : 0);
+      cap = opt.max_requests / opt.threads +
+            (t < opt.max_requests % opt.threads ? 1 : 0);
       if (cap == 0)
         continue;
     }
-    workers.push_back(std::make_unique<worker>(opt, cat, clock,
-                                               opt.seed * 1000003 + t, cap));
+    workers.push_back(
+        std::make_unique<worker>(opt, cat, clock, opt.seed * 1000003 + t, cap));
   }
   for (uint32_t i = 0; i < fds.size(); ++i)
     workers[i % workers.size()]->add(fds[i]);
@@ -1220,9 +1240,9 @@ int run_load(const options& opt) {
     last_reply = std::max(last_reply, w->last_reply_ns_);
   }
   double window =
-    static_cast<double>(std::min(clock.end, std::max(last_reply, clock.warm))
-                        - clock.warm)
-    / 1e9;
+      static_cast<double>(
+          std::min(clock.end, std::max(last_reply, clock.warm)) - clock.warm) /
+      1e9;
   double throughput = window > 0 ? static_cast<double>(measured) / window : 0;
 
   std::string targets;
@@ -1243,19 +1263,20 @@ int run_load(const options& opt) {
               us(hist.max()), hist.mean() / 1000.0);
   std::printf("  errors       %" PRIu64 "\n", errors);
   std::printf(
-    "RESULT {\"mode\":\"load\",\"requests\":%" PRIu64
-    ",\"total_requests\":%" PRIu64 ",\"sent\":%" PRIu64
-    ",\"duration_s\":%.3f,\"warmup_s\":%.3f,\"throughput\":%.1f,"
-    "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
-    "\"max_us\":%.1f,\"mean_us\":%.1f,\"errors\":%" PRIu64
-    ",\"connections\":%u,\"depth\":%u,\"threads\":%u,\"targets\":[%s],"
-    "\"mix\":{\"iamat\":%g,\"whatsat\":%g},\"clients\":%u,\"validated\":%s}\n",
-    measured, completed, sent, window, opt.warmup, throughput,
-    us(hist.percentile(0.5)), us(hist.percentile(0.9)),
-    us(hist.percentile(0.99)), us(hist.percentile(0.999)), us(hist.max()),
-    hist.mean() / 1000.0, errors, opt.connections, opt.depth, opt.threads,
-    targets.c_str(), opt.w_iamat, opt.w_whatsat, opt.clients,
-    opt.validate ? "true" : "false");
+      "RESULT {\"mode\":\"load\",\"requests\":%" PRIu64
+      ",\"total_requests\":%" PRIu64 ",\"sent\":%" PRIu64
+      ",\"duration_s\":%.3f,\"warmup_s\":%.3f,\"throughput\":%.1f,"
+      "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+      "\"max_us\":%.1f,\"mean_us\":%.1f,\"errors\":%" PRIu64
+      ",\"connections\":%u,\"depth\":%u,\"threads\":%u,\"targets\":[%s],"
+      "\"mix\":{\"iamat\":%g,\"whatsat\":%g},\"clients\":%u,\"validated\":%s}"
+      "\n",
+      measured, completed, sent, window, opt.warmup, throughput,
+      us(hist.percentile(0.5)), us(hist.percentile(0.9)),
+      us(hist.percentile(0.99)), us(hist.percentile(0.999)), us(hist.max()),
+      hist.mean() / 1000.0, errors, opt.connections, opt.depth, opt.threads,
+      targets.c_str(), opt.w_iamat, opt.w_whatsat, opt.clients,
+      opt.validate ? "true" : "false");
   std::fflush(stdout);
   return errors == 0 ? 0 : 1;
 }
@@ -1268,11 +1289,11 @@ struct poll_conn {
   std::vector<char> buf = std::vector<char>(64 * 1024);
   size_t len = 0;
   bool inflight = false;
-  uint32_t sample = 0;     ///< the sample of the request in flight
-  int64_t sent_ns = 0;     ///< when it was sent
-  bool found = false;      ///< this target has the current sample's line
-  int64_t found_ns = 0;    ///< when the WHATSAT that found it was sent
-  std::string found_line;  ///< the AT line it answered with
+  uint32_t sample = 0;    ///< the sample of the request in flight
+  int64_t sent_ns = 0;    ///< when it was sent
+  bool found = false;     ///< this target has the current sample's line
+  int64_t found_ns = 0;   ///< when the WHATSAT that found it was sent
+  std::string found_line; ///< the AT line it answered with
   bool dead = false;
 };
 
@@ -1286,10 +1307,10 @@ int run_propagation(const options& opt) {
     targets[i].fd = connect_or_die(opt.targets[i]);
   }
   char tag[32];
-  std::snprintf(tag, sizeof tag, "%" PRIx64,
-                (static_cast<uint64_t>(real_ns()) ^ (opt.seed << 40)
-                 ^ static_cast<uint64_t>(getpid()))
-                  & 0xffffffffffULL);
+  uint64_t run_tag = (static_cast<uint64_t>(real_ns()) ^ (opt.seed << 40) ^
+                      static_cast<uint64_t>(getpid())) &
+                     uint64_t{0xffffffffff};
+  std::snprintf(tag, sizeof tag, "%" PRIx64, run_tag);
 
   histogram hist;
   uint64_t errors = 0, completed = 0;
@@ -1363,8 +1384,8 @@ int run_propagation(const options& opt) {
         poll_conn& c = i == 0 ? origin : targets[i - 1];
         ssize_t n = read_some(c.fd, c.buf, c.len, mono_ns());
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-          report_error(("connection to " + c.ep->text + " closed").c_str(),
-                       {}, {});
+          report_error(("connection to " + c.ep->text + " closed").c_str(), {},
+                       {});
           c.dead = true;
           broken = true;
           continue;
@@ -1396,9 +1417,9 @@ int run_propagation(const options& opt) {
           if (c.sample == k && !c.found) {
             if (reply.size() >= 3 && reply.compare(0, 3, "AT ") == 0) {
               size_t h = at_header(line);
-              if (h == 0 || line.substr(h).compare(0, echo.size(), echo) != 0
-                  || !check_json(reply.substr(line.size() + 1,
-                                              used - line.size() - 3))) {
+              if (h == 0 || line.substr(h).compare(0, echo.size(), echo) != 0 ||
+                  !check_json(
+                      reply.substr(line.size() + 1, used - line.size() - 3))) {
                 report_error(("invalid reply from " + c.ep->text).c_str(),
                              whatsat, reply);
                 sample_failed = true;
@@ -1430,9 +1451,9 @@ int run_propagation(const options& opt) {
       if (t.found) {
         latest = std::max(latest, t.found_ns);
         if (origin_done && t.found_line != origin_line) {
-          report_error(("WHATSAT on " + t.ep->text
-                        + " answered another AT line than the origin's")
-                         .c_str(),
+          report_error(("WHATSAT on " + t.ep->text +
+                        " answered another AT line than the origin's")
+                           .c_str(),
                        origin_line, t.found_line);
           sample_failed = true;
         }
@@ -1444,12 +1465,13 @@ int run_propagation(const options& opt) {
     } else {
       ++errors;
       if (!sample_failed && !broken)
-        report_error(("sample " + std::to_string(k)
-                      + " not complete within 5 s")
-                       .c_str(),
-                     iamat, {});
+        report_error(
+            ("sample " + std::to_string(k) + " not complete within 5 s")
+                .c_str(),
+            iamat, {});
     }
-    int64_t next = sample_start + static_cast<int64_t>(opt.interval_ms) * 1000000;
+    int64_t next =
+        sample_start + static_cast<int64_t>(opt.interval_ms) * 1000000;
     int64_t left = next - mono_ns();
     if (left > 0 && k + 1 < opt.samples) {
       timespec ts{static_cast<time_t>(left / k_sec),
@@ -1477,14 +1499,14 @@ int run_propagation(const options& opt) {
               us(hist.percentile(0.5)), us(hist.percentile(0.99)),
               us(hist.max()), hist.mean() / 1000.0);
   std::printf("  errors       %" PRIu64 "\n", errors);
-  std::printf("RESULT {\"mode\":\"propagation\",\"samples\":%u,\"completed\":%" PRIu64
-              ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,"
-              "\"mean_us\":%.1f,\"errors\":%" PRIu64
-              ",\"origin\":\"%s\",\"targets\":[%s],\"interval_ms\":%u}\n",
-              opt.samples, completed, us(hist.percentile(0.5)),
-              us(hist.percentile(0.99)), us(hist.max()), hist.mean() / 1000.0,
-              errors, json_escape(opt.origin.text).c_str(), names.c_str(),
-              opt.interval_ms);
+  std::printf(
+      "RESULT {\"mode\":\"propagation\",\"samples\":%u,\"completed\":%" PRIu64
+      ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,"
+      "\"mean_us\":%.1f,\"errors\":%" PRIu64
+      ",\"origin\":\"%s\",\"targets\":[%s],\"interval_ms\":%u}\n",
+      opt.samples, completed, us(hist.percentile(0.5)),
+      us(hist.percentile(0.99)), us(hist.max()), hist.mean() / 1000.0, errors,
+      json_escape(opt.origin.text).c_str(), names.c_str(), opt.interval_ms);
   std::fflush(stdout);
   return errors == 0 ? 0 : 1;
 }

@@ -214,7 +214,8 @@ class json_writer {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
     std::string s = buf;
-    s.erase(s.find_last_not_of('0') + 1);
+    if (decimals > 0)
+      s.erase(s.find_last_not_of('0') + 1);
     if (s.back() == '.')
       s.pop_back();
     return raw(s == "-0" ? "0" : s);
@@ -276,11 +277,11 @@ class json_writer {
 // -- the places ---------------------------------------------------------------
 
 struct category {
-  std::string_view icon;       // under .../icons/v1/png_71/
-  std::string_view background; // icon_background_color
-  std::string_view mask;       // under .../icons/v2/
-  std::string_view suffixes;   // '|'-separated name endings
-  std::string_view types;      // space-separated
+  const char* icon;       // under icons/v1/png_71/
+  const char* background; // icon_background_color
+  const char* mask;       // under icons/v2/
+  const char* suffixes;   // '|'-separated name endings
+  const char* types;      // space-separated
 };
 
 constexpr category categories[] = {
@@ -336,8 +337,8 @@ constexpr std::string_view localities =
     "Riverside|Old Town|Westbrook|Eastgate|Northfield|Southport|Harbourside|"
     "Millbrook|Fairview|Greenwood|Lakeside|Hillcrest|Brookdale|Kingsbury|"
     "Ashford|Newhaven";
-constexpr std::string_view regions = "Central District|North County|South "
-                                     "County|East Province|West Province";
+constexpr std::string_view regions =
+    "Central District|North County|South County|East Province|West Province";
 
 struct point {
   double lat;
@@ -415,15 +416,11 @@ void write_place(json_writer& j, const search_key& k, std::size_t index,
   write_point(j, "northeast", offset(where, corner, pi / 4), 13);
   write_point(j, "southwest", offset(where, corner, 5 * pi / 4), 13);
   j.end('}').end('}');
-  j.key("icon").value(
-      std::string(
-          "https://maps.gstatic.com/mapfiles/place_api/icons/v1/png_71/")
-          .append(cat.icon));
+  const std::string icons =
+      "https://maps.gstatic.com/mapfiles/place_api/icons/";
+  j.key("icon").value(icons + "v1/png_71/" + cat.icon);
   j.key("icon_background_color").value(cat.background);
-  j.key("icon_mask_base_uri")
-      .value(
-          std::string("https://maps.gstatic.com/mapfiles/place_api/icons/v2/")
-              .append(cat.mask));
+  j.key("icon_mask_base_uri").value(icons + "v2/" + cat.mask);
   j.key("name").value(name);
   j.key("opening_hours").begin('{').key("open_now").value(r.below(4) != 0);
   j.end('}');
@@ -771,6 +768,8 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     response_.body() = std::move(r.body);
     response_.keep_alive(keep_alive);
     response_.prepare_payload();
+    if (r.http_status == 204) // a 204 carries no Content-Length at all
+      response_.erase(http::field::content_length);
     beast::get_lowest_layer(stream_).expires_after(io_timeout);
     http::async_write(stream_, response_,
                       beast::bind_front_handler(&session::on_write,
@@ -994,6 +993,7 @@ void write_port_file(const std::string& path, std::uint16_t port) {
 
 int main(int argc, char** argv) {
   stub_config cfg = parse_command_line(argc, argv);
+  std::signal(SIGPIPE, SIG_IGN); // a closed stdout must not kill us mid-log
   beast::error_code ec;
   auto address = net::ip::make_address(
       cfg.host == "localhost" ? "127.0.0.1" : cfg.host, ec);

@@ -5,6 +5,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 
 #include "actors/location_registry.hpp"
 #include "actors/node_context.hpp"
@@ -27,6 +28,12 @@ struct fixture {
     = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
   location_registry_actor registry = sys.spawn(location_registry);
   caf::scoped_actor self{sys};
+
+  ~fixture() {
+    // The system waits for every actor at shutdown: let the registry quit.
+    caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
 
   static location_update update(const std::string& client, int64_t t,
                                 const std::string& server = "Clark") {
@@ -111,6 +118,7 @@ TEST_CASE_METHOD(fixture, "the registry counts the clients it stores") {
 TEST_CASE("registry shards are chosen by client ID alone") {
   test_config cfg;
   caf::actor_system sys{cfg};
+  sys.await_actors_before_shutdown(false);
   node_context ctx;
   for (int i = 0; i < 4; ++i)
     ctx.registry_shards.push_back(sys.spawn(location_registry));
