@@ -151,71 +151,47 @@ std::string format_prometheus(const std::string& server,
   return fmt::to_string(out);
 }
 
+std::vector<std::string> link_states(size_t peers) {
+  std::vector<std::string> states;
+  for (size_t i = 0; i < peers; ++i)
+    states.emplace_back(metrics::to_string(metrics::get_link_state(i)));
+  return states;
+}
+
 metrics_actor::behavior_type
 metrics_reporter(metrics_actor::stateful_pointer<metrics_state> self,
                  std::string server, std::chrono::seconds interval,
-                 std::vector<std::string> peer_names,
-                 std::vector<peer_link_actor> links) {
+                 std::vector<std::string> peer_names) {
   auto& init = self->state;
   init.server = std::move(server);
   init.interval = interval;
   init.peer_names = std::move(peer_names);
-  init.links = std::move(links);
   init.last = metrics::take_snapshot();
   init.last_time = std::chrono::steady_clock::now();
   metrics::actor_spawned(metrics::actor_kind::metrics);
   self->attach_functor([] { metrics::actor_quit(metrics::actor_kind::metrics); });
   if (interval.count() > 0)
     self->delayed_send(self, interval, tick_atom::value);
-  // Collects every link's state, then calls `done` with the states.
-  auto with_states = [self](auto done) {
-    auto states = std::make_shared<std::vector<std::string>>(
-      self->state.links.size(), "unknown");
-    auto waiting = std::make_shared<size_t>(self->state.links.size());
-    if (*waiting == 0) {
-      done(*states);
-      return;
-    }
-    for (size_t i = 0; i < self->state.links.size(); ++i)
-      self
-        ->request(self->state.links[i], std::chrono::seconds(1),
-                  status_atom::value)
-        .then(
-          [states, waiting, i, done](std::string& s) {
-            (*states)[i] = std::move(s);
-            if (--*waiting == 0)
-              done(*states);
-          },
-          [states, waiting, done](caf::error&) {
-            if (--*waiting == 0)
-              done(*states);
-          });
-  };
   return {
-    [self, with_states](tick_atom) {
+    [self](tick_atom) {
       metrics::handler_scope scope(metrics::actor_kind::metrics,
                                    self->mailbox().size());
-      self->delayed_send(self, self->state.interval, tick_atom::value);
-      with_states([self](const std::vector<std::string>& states) {
-        auto& st = self->state;
-        auto now = metrics::take_snapshot();
-        auto t = std::chrono::steady_clock::now();
-        double secs = std::chrono::duration<double>(t - st.last_time).count();
-        HERD_LOG_INFO("{}", format_metrics(st.server, now, st.last, secs,
-                                           st.peer_names, states));
-        st.last = now;
-        st.last_time = t;
-      });
+      auto& st = self->state;
+      self->delayed_send(self, st.interval, tick_atom::value);
+      auto now = metrics::take_snapshot();
+      auto t = std::chrono::steady_clock::now();
+      double secs = std::chrono::duration<double>(t - st.last_time).count();
+      HERD_LOG_INFO("{}", format_metrics(st.server, now, st.last, secs,
+                                         st.peer_names,
+                                         link_states(st.peer_names.size())));
+      st.last = now;
+      st.last_time = t;
     },
-    [self, with_states](caf::get_atom) -> caf::result<std::string> {
-      auto promise = std::make_shared<caf::typed_response_promise<std::string>>(
-        self->make_response_promise<std::string>());
-      with_states([self, promise](const std::vector<std::string>& states) {
-        auto& st = self->state;
-        promise->deliver(format_prometheus(st.server, metrics::take_snapshot(),
-                                          st.peer_names, states));
-      });
-      return *promise;
+    [self](caf::get_atom) -> std::string {
+      auto& st = self->state;
+      return format_prometheus(st.server, metrics::take_snapshot(),
+                               st.peer_names,
+                               link_states(st.peer_names.size()));
     },
   };
 }

@@ -15,7 +15,6 @@ struct metrics_state {
   std::string server;
   std::chrono::seconds interval{10};
   std::vector<std::string> peer_names;
-  std::vector<peer_link_actor> links;
   metrics::snapshot last;
   std::chrono::steady_clock::time_point last_time;
 
@@ -31,8 +30,10 @@ using metrics_actor = caf::typed_actor<
 metrics_actor::behavior_type
 metrics_reporter(metrics_actor::stateful_pointer<metrics_state> self,
                  std::string server, std::chrono::seconds interval,
-                 std::vector<std::string> peer_names,
-                 std::vector<peer_link_actor> links);
+                 std::vector<std::string> peer_names);
+
+/// The state of each of the first `peers` links, from the gauges.
+std::vector<std::string> link_states(size_t peers);
 
 /// The metrics line for `now` (cumulative counters; latency quantiles over
 /// `since`) with the given peer link states.

@@ -185,7 +185,7 @@ int run_node(const node_options& opts) {
     caf::anon_send(shard, peers_atom::value, link_names, links);
   auto reporter = sys.spawn(metrics_reporter, opts.name,
                             std::chrono::seconds(cfg.metrics_interval_s),
-                            link_names, links);
+                            link_names);
   HERD_LOG_INFO("node {} listening on {}:{}", opts.name, self_addr.host,
                 server->port());
 

@@ -41,9 +41,16 @@ private:
   uint64_t attempt_;
 };
 
+/// Moves the link to `p`, keeping the process-wide gauge in step.
+void set_phase(link_ptr self, phase p) {
+  self->state.now = p;
+  metrics::set_link_state(self->state.index,
+                          static_cast<metrics::link_state>(p));
+}
+
 void dial(link_ptr self) {
   auto& st = self->state;
-  st.now = phase::connecting;
+  set_phase(self, phase::connecting);
   auto attempt = ++st.attempt;
   auto handle = caf::actor_cast<peer_link_actor>(self);
   auto node = st.node;
@@ -70,7 +77,7 @@ void reconnect_later(link_ptr self, bool at_once) {
     st.conn->close(net::close_reason::server_close);
     st.conn = nullptr;
   }
-  st.now = phase::down;
+  set_phase(self, phase::down);
   st.awaiting_ok = false;
   if (at_once)
     dial(self);
@@ -86,7 +93,7 @@ void send_line(link_ptr self, std::string line) {
 
 void start_sync(link_ptr self) {
   auto& st = self->state;
-  st.now = phase::syncing;
+  set_phase(self, phase::syncing);
   st.sync_started = std::chrono::steady_clock::now();
   st.sync_bytes_in = st.sync_bytes_out = st.sync_records_in = 0;
   auto attempt = st.attempt;
@@ -126,7 +133,7 @@ void finish_sync(link_ptr self, uint32_t buckets,
                   "out in all",
                   cur.log_name, ms, n, buckets, cur.sync_records_in,
                   cur.sync_bytes_in, lines.size(), cur.sync_bytes_out);
-    cur.now = phase::up;
+    set_phase(self, phase::up);
     metrics::add(cur.index, metrics::peer_counter::catchups);
   };
   if (differing.empty()) {
@@ -256,7 +263,7 @@ peer_link(link_ptr self, std::shared_ptr<const node_context> node,
         return;
       }
       cur.conn = conn;
-      cur.now = phase::handshake;
+      set_phase(self, phase::handshake);
       cur.nonce = peer::make_nonce();
       conn->start(std::make_shared<link_forwarder>(
         caf::actor_cast<peer_link_actor>(self), attempt));

@@ -101,6 +101,41 @@ const char* to_string(actor_kind k) {
   return "unknown";
 }
 
+namespace {
+
+std::array<std::atomic<uint8_t>, max_peers> link_states{};
+
+} // namespace
+
+const char* to_string(link_state s) {
+  switch (s) {
+    case link_state::down:
+      return "down";
+    case link_state::connecting:
+      return "connecting";
+    case link_state::handshake:
+      return "handshake";
+    case link_state::syncing:
+      return "syncing";
+    case link_state::up:
+      return "up";
+  }
+  return "unknown";
+}
+
+void set_link_state(size_t peer, link_state s) noexcept {
+  if (peer < max_peers)
+    link_states[peer].store(static_cast<uint8_t>(s),
+                            std::memory_order_relaxed);
+}
+
+link_state get_link_state(size_t peer) noexcept {
+  if (peer >= max_peers)
+    return link_state::down;
+  return static_cast<link_state>(
+    link_states[peer].load(std::memory_order_relaxed));
+}
+
 size_t histogram::bucket_of(uint64_t us) noexcept {
   if (us < 8)
     return static_cast<size_t>(us);

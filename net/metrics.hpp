@@ -137,6 +137,12 @@ private:
   std::chrono::steady_clock::time_point start_;
 };
 
+/// A peer link's state as a process-wide gauge (written by its link only).
+enum class link_state : uint8_t { down, connecting, handshake, syncing, up };
+const char* to_string(link_state s);
+void set_link_state(size_t peer, link_state s) noexcept;
+link_state get_link_state(size_t peer) noexcept;
+
 /// The sum over every thread's block, as plain numbers.
 struct snapshot {
   std::array<uint64_t, static_cast<size_t>(counter::count_)> counters{};

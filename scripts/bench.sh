@@ -158,7 +158,6 @@ for server in $servers; do
     [[ $server == epoll ]] && extra=(--no-validate)
     echo "bench: $server, depth $depth, $connections connections," \
       "${warmup} s + ${duration} s" >&2
-    load=$(cut -d' ' -f1 /proc/loadavg)
     before=$(cpu_ticks "$server_pid")
     rc=0
     "${bench_pin[@]}" "$build/herd-bench" --target "127.0.0.1:$port" \
@@ -180,7 +179,7 @@ for server in $servers; do
     fi
     file=$results/$server-d$depth.json
     python3 - "$result" "$server" "$((after - before))" "$clk_tck" \
-      "${bench_pin[*]:-}" "${server_pin[*]:-}" "$load" >"$file" <<'PY'
+      "${bench_pin[*]:-}" "${server_pin[*]:-}" >"$file" <<'PY'
 import json, sys, time
 r = json.loads(sys.argv[1])
 ticks, hz = int(sys.argv[3]), int(sys.argv[4])
@@ -190,7 +189,6 @@ total = r.get("total_requests") or 0
 r["server_cpu_us_per_req"] = round(ticks / hz * 1e6 / total, 3) if total else None
 r["bench_pinning"] = sys.argv[5]
 r["server_pinning"] = sys.argv[6]
-r["loadavg_1m_before"] = float(sys.argv[7])
 r["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 print(json.dumps(r))
 PY
