@@ -194,6 +194,7 @@ void handle_auth(session_ptr self, std::string_view line) {
   st.log_name = "peer " + st.peer_name + "->" + node.server_name + " "
                 + st.conn->remote();
   st.conn->set_output_limit(node.peer_output_limit);
+  st.conn->set_line_limit(node_context::peer_line_limit); // before HERD-OK
   st.out += "HERD-OK\n";
   ++st.out_lines;
   HERD_LOG_INFO("{} authenticated{}", st.log_name,

@@ -27,6 +27,9 @@ struct node_context {
   net::connection_limits limits;
   /// Output room of an authenticated peer connection (catch-up batches).
   uint32_t peer_output_limit = 64u << 20;
+  /// Line limit of a peer connection: a SYNC line carries up to 4096
+  /// digests of 17 bytes, a SYNC-END up to 4096 bucket numbers.
+  static constexpr uint32_t peer_line_limit = 1u << 20;
 
   bool is_neighbour(std::string_view name) const {
     for (auto& n : neighbours)

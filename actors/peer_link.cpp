@@ -63,8 +63,10 @@ void dial(link_ptr self) {
                                ec.message());
                 return;
               }
-              auto conn = std::make_shared<net::connection>(
-                std::move(socket), node->limits, 0);
+              auto limits = node->limits;
+              limits.max_line_bytes = node_context::peer_line_limit;
+              auto conn = std::make_shared<net::connection>(std::move(socket),
+                                                            limits, 0);
               caf::anon_send(handle, connected_atom::value, attempt,
                              std::move(conn));
             });
@@ -295,8 +297,13 @@ peer_link(link_ptr self, std::shared_ptr<const node_context> node,
         return;
       bool was_up = cur.now == phase::up || cur.now == phase::syncing;
       HERD_LOG_INFO("{} connection dropped: {}", cur.log_name, why);
-      cur.conn = nullptr;
-      reconnect_later(self, was_up); // first retry at once after a drop
+      // The first retry after a drop goes at once, but at most one per
+      // retry interval, so a link that keeps dropping cannot spin.
+      auto now = std::chrono::steady_clock::now();
+      bool at_once = was_up && now - cur.last_immediate >= peer_retry_interval;
+      if (at_once)
+        cur.last_immediate = now;
+      reconnect_later(self, at_once);
     },
     [self](retry_atom, uint64_t attempt) {
       auto& cur = self->state;

@@ -27,6 +27,7 @@ struct peer_link_state {
   std::string nonce;       ///< ours, for this attempt's handshake
   bool awaiting_ok = false; ///< HERD-AUTH sent, HERD-OK not yet read
   uint32_t failures = 0;   ///< consecutive failed attempts (log once)
+  std::chrono::steady_clock::time_point last_immediate; ///< last at-once retry
 
   // -- catch-up accounting, for the log ----------------------------------------
   std::chrono::steady_clock::time_point sync_started;

@@ -1,6 +1,8 @@
 #include "net/logging.hpp"
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <spdlog/async.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -14,6 +16,9 @@ namespace {
 // caller waits instead of dropping lines (the log is the audit trail).
 constexpr size_t queue_items = 1 << 16;
 
+/// The file sink, kept so close() can flush it from the calling thread.
+std::shared_ptr<spdlog::sinks::basic_file_sink_mt> file_sink;
+
 } // namespace
 
 void open(const std::string& dir, const std::string& server) {
@@ -26,8 +31,11 @@ void open(const std::string& dir, const std::string& server) {
   auto path = (fs::path(dir) / (server + ".log")).string();
   try {
     spdlog::init_thread_pool(queue_items, 1);
-    auto logger = spdlog::basic_logger_mt<spdlog::async_factory_impl<
-      spdlog::async_overflow_policy::block>>(server, path);
+    file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
+    auto logger = std::make_shared<spdlog::async_logger>(
+      server, file_sink, spdlog::thread_pool(),
+      spdlog::async_overflow_policy::block);
+    spdlog::register_logger(logger);
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f%z %l %v");
     logger->flush_on(spdlog::level::warn);
     spdlog::set_default_logger(logger);
@@ -43,9 +51,18 @@ void open_stderr() {
 }
 
 void close() {
-  if (auto logger = spdlog::default_logger())
+  // Actors may still be logging on other threads, so nothing is torn down:
+  // wait (bounded) until the background thread has written what is queued,
+  // then flush the file from here.
+  if (auto pool = spdlog::thread_pool()) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (pool->queue_size() > 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (file_sink)
+    file_sink->flush();
+  else if (auto logger = spdlog::default_logger())
     logger->flush();
-  spdlog::shutdown();
 }
 
 bool needs_escape(std::string_view text) noexcept {

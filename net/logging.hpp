@@ -18,7 +18,8 @@ void open(const std::string& dir, const std::string& server);
 /// A logger to stderr only (tests, tools).
 void open_stderr();
 
-/// Flushes and stops the background thread; safe to call twice.
+/// Writes out what is queued and flushes the file (bounded to a second);
+/// safe while other threads still log, and safe to call twice.
 void close();
 
 /// `text` with control bytes, DEL and backslash written as \xNN / \\, so one

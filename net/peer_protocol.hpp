@@ -65,9 +65,15 @@ std::optional<std::string> parse_auth(std::string_view line);
 /// servers agree on buckets.
 uint64_t client_hash(std::string_view client_id) noexcept;
 
-/// The bucket of a client at full resolution (top bits of client_hash).
+/// The bucket of a client at full resolution: the top bits of the client
+/// hash after a splitmix64 finalizer (FNV-1a alone barely moves its top bits
+/// when IDs differ only at the end, like "user-1" and "user-2").
 inline uint32_t bucket_of(uint64_t client_hash) noexcept {
-  return static_cast<uint32_t>(client_hash >> (64 - max_bucket_bits));
+  uint64_t z = client_hash;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return static_cast<uint32_t>(z >> (64 - max_bucket_bits));
 }
 
 /// A record's contribution to its bucket digest (XOR-combined, so the

@@ -1,5 +1,8 @@
 #include "net/tcp_server.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -86,7 +89,10 @@ char* thread_read_buffer() {
 
 connection::connection(tcp::socket socket, connection_limits limits,
                        uint64_t id)
-  : socket_(std::move(socket)), limits_(limits), id_(id) {
+  : socket_(std::move(socket)),
+    limits_(limits),
+    id_(id),
+    max_line_bytes_(limits.max_line_bytes) {
   boost::system::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   if (!ec)
@@ -106,10 +112,21 @@ void connection::start(std::shared_ptr<connection_handler> handler) {
 }
 
 void connection::wait_readable() {
-  if (closed_ || reading_ || read_eof_)
+  if (reading_ || read_eof_)
     return;
-  if (pending_lines_ >= limits_.max_pending_lines)
-    return; // resumed by do_send once replies catch up
+  {
+    std::lock_guard<std::mutex> guard(mtx_);
+    if (closed_)
+      return;
+  }
+  if (pending_lines_.load() >= limits_.max_pending_lines) {
+    // Pause; a sender that answers lines sees the flag and resumes us. The
+    // re-check closes the race with a sender that answered in between.
+    read_paused_.store(true);
+    if (pending_lines_.load() >= limits_.max_pending_lines)
+      return;
+    read_paused_.store(false);
+  }
   reading_ = true;
   socket_.async_wait(tcp::socket::wait_read,
                      [self = shared_from_this()](
@@ -120,8 +137,8 @@ void connection::wait_readable() {
 
 void connection::on_readable(const boost::system::error_code& ec) {
   reading_ = false;
-  if (closed_)
-    return;
+  if (!handler_)
+    return; // closed
   if (ec) {
     do_close(close_reason::peer_reset);
     return;
@@ -151,11 +168,12 @@ void connection::on_readable(const boost::system::error_code& ec) {
     return;
   }
   deliver(buf, n, realtime_ns());
-  if (!closed_)
+  if (handler_)
     wait_readable();
 }
 
 void connection::deliver(const char* data, size_t size, int64_t now_ns) {
+  const size_t max_line_limit = max_line_bytes_.load();
   std::string bytes;
   std::vector<uint32_t> ends;
   const char* end = data + size;
@@ -165,7 +183,7 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
     if (nl == nullptr)
       break;
     size_t len = static_cast<size_t>(nl - pos);
-    if (partial_.size() + len > limits_.max_line_bytes) {
+    if (partial_.size() + len > max_line_limit) {
       do_close(close_reason::line_too_long);
       return;
     }
@@ -185,7 +203,7 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
   }
   if (pos < end) {
     if (partial_.size() + static_cast<size_t>(end - pos)
-        > limits_.max_line_bytes) {
+        > max_line_limit) {
       do_close(close_reason::line_too_long);
       return;
     }
@@ -198,29 +216,52 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
 }
 
 void connection::send(std::string bytes, uint32_t answered) {
-  asio::post(socket_.get_executor(),
-             [self = shared_from_this(), b = std::move(bytes),
-              answered]() mutable { self->do_send(std::move(b), answered); });
-}
-
-void connection::do_send(std::string bytes, uint32_t answered) {
+  if (answered > 0) {
+    pending_lines_ -= std::min(pending_lines_.load(), answered);
+    if (read_paused_.exchange(false))
+      asio::post(socket_.get_executor(),
+                 [self = shared_from_this()] { self->wait_readable(); });
+  }
+  if (bytes.empty())
+    return;
+  std::lock_guard<std::mutex> guard(mtx_);
   if (closed_)
     return;
-  pending_lines_ -= std::min(pending_lines_, answered);
-  if (!bytes.empty()) {
-    queued_bytes_ += bytes.size();
-    if (queued_bytes_ > limits_.max_output_bytes) {
-      do_close(close_reason::slow_reader);
+  if (!writing_ && queue_.empty()) {
+    // Nothing ahead of these bytes: write them now, on this thread.
+    auto fd = socket_.native_handle();
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(),
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(bytes.size()))
+      return;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      close_locked(close_reason::peer_reset);
       return;
     }
-    queue_.push_back(std::move(bytes));
-    if (!writing_)
-      write_some();
+    if (n > 0)
+      bytes.erase(0, static_cast<size_t>(n));
   }
-  wait_readable();
+  queued_bytes_ += bytes.size();
+  if (queued_bytes_ > limits_.max_output_bytes) {
+    close_locked(close_reason::slow_reader);
+    return;
+  }
+  queue_.push_back(std::move(bytes));
+  if (!writing_) {
+    writing_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      std::lock_guard<std::mutex> g(self->mtx_);
+      self->write_some();
+    });
+  }
 }
 
 void connection::write_some() {
+  if (closed_ || queue_.empty()) {
+    writing_ = false;
+    maybe_finish_locked();
+    return;
+  }
   writing_ = true;
   inflight_.swap(queue_);
   std::vector<asio::const_buffer> buffers;
@@ -230,59 +271,85 @@ void connection::write_some() {
   asio::async_write(socket_, buffers,
                     [self = shared_from_this()](
                       const boost::system::error_code& ec, size_t written) {
-                      self->writing_ = false;
-                      self->queued_bytes_ -= written;
+                      std::unique_lock<std::mutex> guard(self->mtx_);
+                      self->queued_bytes_ -= std::min(self->queued_bytes_,
+                                                      written);
                       self->inflight_.clear();
-                      if (self->closed_)
+                      if (self->closed_) {
+                        guard.unlock();
+                        self->do_close(self->close_why_);
                         return;
+                      }
                       if (ec) {
+                        self->close_locked(close_reason::peer_reset);
+                        guard.unlock();
                         self->do_close(close_reason::peer_reset);
                         return;
                       }
-                      if (!self->queue_.empty())
-                        self->write_some();
-                      else
-                        self->maybe_finish();
+                      self->write_some();
                     });
 }
 
 void connection::finish() {
-  asio::post(socket_.get_executor(), [self = shared_from_this()] {
-    self->finishing_ = true;
-    self->maybe_finish();
-  });
+  std::lock_guard<std::mutex> guard(mtx_);
+  finishing_ = true;
+  maybe_finish_locked();
 }
 
-void connection::maybe_finish() {
+void connection::maybe_finish_locked() {
   if (!finishing_ || writing_ || !queue_.empty() || closed_)
     return;
   boost::system::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_send, ec);
-  do_close(close_reason::finished);
+  close_locked(close_reason::finished);
 }
 
 void connection::close(close_reason why) {
+  {
+    std::lock_guard<std::mutex> guard(mtx_);
+    close_locked(why);
+  }
+}
+
+void connection::close_locked(close_reason why) {
+  if (!closed_) {
+    closed_ = true;
+    close_why_ = why;
+    boost::system::error_code ec;
+    socket_.close(ec); // under mtx_: no sender can write to a reused fd
+    queue_.clear();
+  }
+  // The handler is told on the io thread, which owns it.
   asio::post(socket_.get_executor(),
-             [self = shared_from_this(), why] { self->do_close(why); });
+             [self = shared_from_this()] { self->do_close(self->close_why_); });
 }
 
 void connection::do_close(close_reason why) {
-  if (closed_)
-    return;
-  closed_ = true;
-  boost::system::error_code ec;
-  socket_.close(ec);
-  queue_.clear();
+  // io thread only
+  {
+    std::lock_guard<std::mutex> guard(mtx_);
+    if (!closed_) {
+      closed_ = true;
+      close_why_ = why;
+      boost::system::error_code ec;
+      socket_.close(ec);
+      queue_.clear();
+    }
+    why = close_why_;
+  }
   partial_.clear();
   partial_.shrink_to_fit();
   if (auto h = std::move(handler_))
     h->on_closed(why);
 }
 
+void connection::set_line_limit(uint32_t bytes) {
+  max_line_bytes_.store(bytes);
+}
+
 void connection::set_output_limit(uint32_t bytes) {
-  asio::post(socket_.get_executor(), [self = shared_from_this(), bytes] {
-    self->limits_.max_output_bytes = bytes;
-  });
+  std::lock_guard<std::mutex> guard(mtx_);
+  limits_.max_output_bytes = bytes;
 }
 
 // -- dial -----------------------------------------------------------------------

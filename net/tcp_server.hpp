@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -88,8 +89,11 @@ public:
   /// Starts reading; `handler` is kept alive until on_closed.
   void start(std::shared_ptr<connection_handler> handler);
 
-  /// Queues `bytes` for writing; `answered` lines are now replied to (which
-  /// lets reading resume when it paused at max_pending_lines). Any thread.
+  /// Writes `bytes`; `answered` lines are now replied to (which lets
+  /// reading resume when it paused at max_pending_lines). Any thread. When
+  /// nothing is queued the bytes are written at once on the calling thread
+  /// (one non-blocking send(2)), which spares the io thread a wake-up per
+  /// reply; the rest is queued for the io thread.
   void send(std::string bytes, uint32_t answered);
 
   /// Closes after every queued byte is written (graceful). Any thread.
@@ -102,6 +106,10 @@ public:
   /// catch-up than a client needs for replies). Any thread.
   void set_output_limit(uint32_t bytes);
 
+  /// Raises or lowers the line limit (a catch-up digest line is longer than
+  /// any client line). Any thread; applies to bytes read afterwards.
+  void set_line_limit(uint32_t bytes);
+
   uint64_t id() const noexcept {
     return id_;
   }
@@ -113,26 +121,34 @@ private:
   void wait_readable();
   void on_readable(const boost::system::error_code& ec);
   void deliver(const char* data, size_t size, int64_t now_ns);
-  void do_send(std::string bytes, uint32_t answered);
-  void write_some();
+  void write_some();                 // requires mtx_
+  void close_locked(close_reason why); // requires mtx_; handler called later
   void do_close(close_reason why);
-  void maybe_finish();
+  void maybe_finish_locked();          // requires mtx_
 
   boost::asio::ip::tcp::socket socket_;
   connection_limits limits_;
   uint64_t id_;
   std::string remote_;
   std::shared_ptr<connection_handler> handler_;
-  std::string partial_;            ///< an incomplete last line
+  std::string partial_; ///< an incomplete last line (io thread only)
+  std::atomic<uint32_t> max_line_bytes_;
+  bool reading_ = false;  ///< io thread only
+  bool read_eof_ = false; ///< io thread only
+  /// Lines delivered and not yet answered, and whether reading paused on
+  /// them (the io thread sets the flag, a sender that sees it resumes).
+  std::atomic<uint32_t> pending_lines_{0};
+  std::atomic<bool> read_paused_{false};
+
+  // -- the write side, shared by the io thread and senders: under mtx_ --------
+  std::mutex mtx_;
   std::vector<std::string> queue_; ///< replies not yet written
   std::vector<std::string> inflight_;
   size_t queued_bytes_ = 0;
-  uint32_t pending_lines_ = 0; ///< lines delivered and not yet answered
-  bool reading_ = false;
-  bool read_eof_ = false;
   bool writing_ = false;
   bool finishing_ = false;
   bool closed_ = false;
+  close_reason close_why_ = close_reason::server_close;
 };
 
 /// Accepts connections on one address and hands each to `on_accept`.

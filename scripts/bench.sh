@@ -19,6 +19,7 @@
 #
 # Settings (environment): DURATION (5) and WARMUP (2) seconds per run,
 # CONNECTIONS (64), DEPTHS ("1 16"), SERVERS ("node node-log epoll asyncio"),
+# NODE_THREADS (1: the node gets one core, so one scheduler thread),
 # BENCH_CPU (0), SERVER_CPU (1), BUILD_DIR (build), SKIP_BUILD=1 to skip
 # scripts/setup.sh. The defaults take about 1.5 minutes after the build.
 set -euo pipefail
@@ -126,7 +127,8 @@ PY
     local name
     name=$(python3 -c 'import json, sys; print(next(iter(json.load(open(sys.argv[1]))["servers"])))' "$tmp/$1.json")
     "${server_pin[@]}" "$build/herd-node" "$name" --config "$tmp/$1.json" \
-      --log-dir "$tmp/logs-$1" >"$tmp/$1.out" 2>&1 &
+      --log-dir "$tmp/logs-$1" --threads "${NODE_THREADS:-1}" \
+      >"$tmp/$1.out" 2>&1 &
     server_pid=$!
     wait_port "$port" || { echo "bench: herd-node did not start:" >&2; cat "$tmp/$1.out" >&2; exit 1; }
     ;;
