@@ -48,7 +48,7 @@ void log_out(session_ptr self, std::string_view reply) {
     return;
   while (!reply.empty() && reply.back() == '\n')
     reply.remove_suffix(1);
-  HERD_LOG_INFO("{} out: {}", self->state.log_name, log::escape(reply));
+  HERD_LOG_INFO("{} out: {}", self->state.log_name, log::escaped{reply});
 }
 
 /// A reply whose turn may not have come yet.
@@ -239,8 +239,10 @@ void handle_peer_line(session_ptr self, std::string_view line) {
   if (parsed.kind == proto::line_kind::at) {
     metrics::add(metrics::counter::in_at);
     if (st.node->log_messages)
-      HERD_LOG_INFO("{} in: {}", st.log_name, log::escape(line));
+      HERD_LOG_INFO("{} in: {}", st.log_name, log::escaped{line});
     auto shard = st.node->shard_index(parsed.at.client_id);
+    if (st.updates.empty())
+      st.updates.resize(st.node->registry_shards.size());
     st.updates[shard].push_back({std::string(parsed.at.client_id),
                                  parsed.at.time_ns, std::string(line)});
   } else if (auto theirs = peer::parse_sync(line)) {
@@ -248,7 +250,7 @@ void handle_peer_line(session_ptr self, std::string_view line) {
     answer_sync(self, std::move(*theirs));
   } else if (parsed.kind != proto::line_kind::blank) {
     HERD_LOG_WARN("{} ignored from neighbour: {}", st.log_name,
-                  log::escape(line.substr(0, 200)));
+                  log::escaped{line.substr(0, 200)});
   }
 }
 
@@ -284,20 +286,35 @@ void handle_line(session_ptr self, std::string_view line,
     return;
   }
   if (st.node->log_messages)
-    HERD_LOG_INFO("{} in: {}", st.log_name, log::escape(line));
+    HERD_LOG_INFO("{} in: {}", st.log_name, log::escaped{line});
   std::string reply;
   switch (parsed.kind) {
     case proto::line_kind::iamat: {
       metrics::add(metrics::counter::in_iamat);
       metrics::add(metrics::counter::out_at);
       auto& msg = parsed.iam;
-      proto::append_at(reply, st.node->server_name,
-                       received_ns - msg.time_ns, msg);
+      auto diff = received_ns - msg.time_ns;
+      std::string_view at;
+      if (st.waiting.empty()) {
+        // The common case: format straight into the output.
+        auto start = st.out.size();
+        proto::append_at(st.out, st.node->server_name, diff, msg);
+        at = std::string_view(st.out).substr(start);
+        log_out(self, at);
+        ++st.out_lines;
+      } else {
+        proto::append_at(reply, st.node->server_name, diff, msg);
+        at = reply;
+        log_out(self, at);
+        st.waiting.push_back({true, reply + '\n'});
+      }
       auto shard = st.node->shard_index(msg.client_id);
+      if (st.updates.empty())
+        st.updates.resize(st.node->registry_shards.size());
       st.updates[shard].push_back(
-        {std::string(msg.client_id), msg.time_ns, reply});
-      reply += '\n';
-      emit(self, reply);
+        {std::string(msg.client_id), msg.time_ns, std::string(at)});
+      if (st.waiting.empty())
+        st.out += '\n';
       return;
     }
     case proto::line_kind::whatsat:
@@ -315,36 +332,69 @@ void handle_line(session_ptr self, std::string_view line,
   }
 }
 
+/// Forwards what a connection reads to its session actor, which it spawns
+/// on the first bytes: a connection that never says anything costs a socket
+/// and this object, not an actor.
 class session_forwarder : public net::connection_handler {
 public:
-  explicit session_forwarder(client_session_actor session)
-    : session_(std::move(session)) {
+  session_forwarder(caf::actor_system& sys,
+                    std::weak_ptr<net::connection> conn,
+                    std::shared_ptr<const node_context> node)
+    : sys_(sys), conn_(std::move(conn)), node_(std::move(node)) {
   }
 
   void on_lines(std::string bytes, std::vector<uint32_t> ends,
                 int64_t received_ns) override {
-    caf::anon_send(session_, lines_atom::value,
+    caf::anon_send(session(), lines_atom::value,
                    line_batch{std::move(bytes), std::move(ends), received_ns});
   }
 
   void on_eof() override {
-    caf::anon_send(session_, eof_atom::value);
+    caf::anon_send(session(), eof_atom::value);
   }
 
   void on_closed(net::close_reason why) override {
-    caf::anon_send(session_, closed_atom::value,
-                   std::string(net::to_string(why)));
+    if (session_) {
+      caf::anon_send(session_, closed_atom::value,
+                     std::string(net::to_string(why)));
+      return;
+    }
+    // Closed before it said anything: no session to do the bookkeeping.
+    if (auto c = conn_.lock())
+      HERD_LOG_INFO("client#{} {} connection closed: {}", c->id(), c->remote(),
+                    net::to_string(why));
+    --node_->open_connections;
+    metrics::add(metrics::counter::connections_closed);
   }
 
 private:
+  const client_session_actor& session() {
+    if (!session_)
+      session_ = sys_.spawn(client_session, conn_.lock(), node_);
+    return session_;
+  }
+
+  caf::actor_system& sys_;
+  std::weak_ptr<net::connection> conn_;
+  std::shared_ptr<const node_context> node_;
   client_session_actor session_;
 };
 
 } // namespace
 
+client_session_state::~client_session_state() {
+  if (node) {
+    --node->open_connections;
+    metrics::add(metrics::counter::connections_closed);
+    metrics::actor_quit(metrics::actor_kind::client_session);
+  }
+}
+
 std::shared_ptr<net::connection_handler>
-make_session_forwarder(client_session_actor session) {
-  return std::make_shared<session_forwarder>(std::move(session));
+make_session_forwarder(caf::actor_system& sys,
+                       const std::shared_ptr<net::connection>& conn,
+                       std::shared_ptr<const node_context> node) {
+  return std::make_shared<session_forwarder>(sys, conn, std::move(node));
 }
 
 client_session_actor::behavior_type
@@ -353,12 +403,8 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
   auto& st = self->state;
   st.log_name = "client#" + std::to_string(conn->id()) + " " + conn->remote();
   st.conn = std::move(conn);
-  st.updates.resize(node->registry_shards.size());
   st.node = std::move(node);
-  HERD_LOG_INFO("{} connection opened", st.log_name);
   metrics::actor_spawned(metrics::actor_kind::client_session);
-  self->attach_functor(
-    [] { metrics::actor_quit(metrics::actor_kind::client_session); });
   return {
     [self](lines_atom, line_batch& batch) {
       metrics::handler_scope scope(metrics::actor_kind::client_session,

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,19 +12,52 @@
 
 namespace herd {
 
-struct client_session_state {
-  /// A reply that must wait for the ones before it (a WHATSAT in flight, or
-  /// anything behind one).
-  struct slot {
-    bool ready = false;
-    std::string bytes;
-  };
+/// A reply that must wait for the ones before it (a WHATSAT in flight, or
+/// anything behind one).
+struct reply_slot {
+  bool ready = false;
+  std::string bytes;
+};
 
+/// FIFO of reply slots. Unlike std::deque it allocates nothing until used,
+/// which matters for thousands of idle connections.
+class slot_queue {
+public:
+  bool empty() const noexcept {
+    return head_ == slots_.size();
+  }
+  size_t size() const noexcept {
+    return slots_.size() - head_;
+  }
+  reply_slot& operator[](size_t i) {
+    return slots_[head_ + i];
+  }
+  reply_slot& front() {
+    return slots_[head_];
+  }
+  void push_back(reply_slot s) {
+    slots_.push_back(std::move(s));
+  }
+  void pop_front() {
+    if (++head_ == slots_.size()) {
+      slots_.clear();
+      head_ = 0;
+      if (slots_.capacity() > 64)
+        slots_.shrink_to_fit();
+    }
+  }
+
+private:
+  std::vector<reply_slot> slots_;
+  size_t head_ = 0;
+};
+
+struct client_session_state {
   std::shared_ptr<net::connection> conn;
   std::shared_ptr<const node_context> node;
   std::string log_name; ///< "client#<id> <address>"
 
-  std::deque<slot> waiting; ///< replies held back, oldest first
+  slot_queue waiting; ///< replies held back, oldest first
   uint64_t first_waiting = 0; ///< sequence number of waiting.front()
   std::string out;            ///< ready replies not yet handed to conn
   uint32_t out_lines = 0;     ///< lines those replies answer
@@ -42,6 +74,13 @@ struct client_session_state {
   std::string dialer_nonce; ///< from its HERD-HELLO
   std::string our_nonce;    ///< in our HERD-CHALLENGE
 
+  client_session_state() = default;
+  client_session_state(const client_session_state&) = delete;
+  client_session_state& operator=(const client_session_state&) = delete;
+  /// Counts the connection and the actor down (cheaper than attaching
+  /// functors: an idle connection should cost as little as possible).
+  ~client_session_state();
+
   static inline const char* name = "client_session";
 };
 
@@ -50,8 +89,11 @@ client_session(client_session_actor::stateful_pointer<client_session_state> self
                std::shared_ptr<net::connection> conn,
                std::shared_ptr<const node_context> node);
 
-/// Forwards what a connection reads to its session actor.
+/// The handler of a client connection: spawns its session on the first
+/// bytes read and forwards everything to it.
 std::shared_ptr<net::connection_handler>
-make_session_forwarder(client_session_actor session);
+make_session_forwarder(caf::actor_system& sys,
+                       const std::shared_ptr<net::connection>& conn,
+                       std::shared_ptr<const node_context> node);
 
 } // namespace herd

@@ -16,6 +16,7 @@
 #include "net/metrics.hpp"
 #include "actors/node_context.hpp"
 #include "actors/peer_link.hpp"
+#include "net/admin_server.hpp"
 #include "net/peer_protocol.hpp"
 #include "net/logging.hpp"
 #include "net/tcp_server.hpp"
@@ -133,33 +134,29 @@ int run_node(const node_options& opts) {
       HERD_LOG_INFO("node {} stopping on signal {}", opts.name, sig);
   });
   std::atomic<uint64_t> next_id{1};
-  auto open_connections = std::make_shared<std::atomic<uint32_t>>(0);
   std::shared_ptr<net::listener> server;
   try {
     asio::ip::tcp::endpoint where(asio::ip::make_address(self_addr.host),
                                   self_addr.port);
     server = std::make_shared<net::listener>(
       pool.at(0), pool, where,
-      [&sys, ctx, limits, &next_id, open_connections,
+      [&sys, ctx, limits, &next_id,
        max_connections](asio::ip::tcp::socket socket) {
         auto id = next_id.fetch_add(1, std::memory_order_relaxed);
-        if (open_connections->load() >= max_connections) {
+        if (ctx->open_connections.load() >= max_connections) {
           HERD_LOG_WARN("client#{} refused: {} connections open (limit)", id,
                         max_connections);
           metrics::add(metrics::counter::connections_refused);
           return; // the socket closes as it goes out of scope
         }
-        ++*open_connections;
+        ++ctx->open_connections;
         metrics::add(metrics::counter::connections_accepted);
         auto conn = std::make_shared<net::connection>(std::move(socket),
                                                       limits, id);
-        auto session = sys.spawn(client_session, conn, ctx);
-        // Count the connection down when its session ends.
-        session->attach_functor([open_connections] {
-          --*open_connections;
-          metrics::add(metrics::counter::connections_closed);
-        });
-        conn->start(make_session_forwarder(session));
+        HERD_LOG_INFO("client#{} {} connection opened", id, conn->remote());
+        // The session, spawned on the first bytes, counts the connection
+        // down when it ends.
+        conn->start(make_session_forwarder(sys, conn, ctx));
       });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "herd-node: cannot listen on %s:%u: %s\n",
@@ -169,14 +166,39 @@ int run_node(const node_options& opts) {
     log::close();
     return 1;
   }
+
+  // One link per neighbour; the registry floods through them.
+  const std::vector<std::string> link_names = ctx->neighbours;
+
+  // The admin endpoint reads the metrics itself: take_snapshot locks only a
+  // registration mutex and reads relaxed atomics, so any thread may call it.
+  std::unique_ptr<net::admin_server> admin;
+  if (cfg.admin.enabled) {
+    try {
+      admin = std::make_unique<net::admin_server>(
+        pool.at(0), cfg.admin.host, cfg.admin.port,
+        [name = opts.name, link_names] {
+          return format_prometheus(name, metrics::take_snapshot(), link_names,
+                                   link_states(link_names.size()));
+        });
+    } catch (const std::exception& e) {
+      std::fprintf(stderr,
+                   "herd-node: %s: key \"admin.port\": cannot listen on "
+                   "%s:%u for the admin endpoint: %s\n",
+                   opts.config_origin.c_str(), cfg.admin.host.c_str(),
+                   cfg.admin.port, e.what());
+      HERD_LOG_ERROR("cannot listen on {}:{} for the admin endpoint: {}",
+                     cfg.admin.host, cfg.admin.port, e.what());
+      log::close();
+      return 1;
+    }
+  }
+
   server->start();
   pool.start();
 
-  // One link per neighbour; the registry floods through them.
-  std::vector<std::string> link_names;
   std::vector<peer_link_actor> links;
   for (auto& n : ctx->neighbours) {
-    link_names.push_back(n);
     links.push_back(sys.spawn(peer_link,
                               std::shared_ptr<const node_context>(ctx), n,
                               links.size(), cfg.servers.at(n)));
@@ -188,10 +210,22 @@ int run_node(const node_options& opts) {
                             link_names);
   HERD_LOG_INFO("node {} listening on {}:{}", opts.name, self_addr.host,
                 server->port());
+  if (admin) {
+    bool v6 = cfg.admin.host.find(':') != std::string::npos;
+    HERD_LOG_INFO("admin endpoint on http://{}{}{}:{} (/metrics, /healthz)",
+                  v6 ? "[" : "", cfg.admin.host, v6 ? "]" : "",
+                  admin->port());
+    if (!peer::is_loopback_host(cfg.admin.host))
+      HERD_LOG_WARN("admin endpoint on {} is not on loopback: /metrics and "
+                    "/healthz answer anyone who can reach it",
+                    cfg.admin.host);
+  }
 
   main_ctx.run();
 
   server->stop();
+  if (admin)
+    admin->stop();
   pool.stop();
   for (auto& shard : ctx->registry_shards)
     caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);

@@ -1,6 +1,7 @@
 // What every session needs from its node, fixed once the node has started.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,6 +31,9 @@ struct node_context {
   /// Line limit of a peer connection: a SYNC line carries up to 4096
   /// digests of 17 bytes, a SYNC-END up to 4096 bucket numbers.
   static constexpr uint32_t peer_line_limit = 1u << 20;
+
+  /// Client and inbound peer connections now open (sessions alive).
+  mutable std::atomic<uint32_t> open_connections{0};
 
   bool is_neighbour(std::string_view name) const {
     for (auto& n : neighbours)

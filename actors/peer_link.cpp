@@ -153,7 +153,7 @@ void on_handshake_line(link_ptr self, std::string_view line) {
     auto ch = peer::parse_challenge(line);
     if (!ch) {
       HERD_LOG_WARN("{} refused by neighbour or bad handshake: {}",
-                    st.log_name, log::escape(line.substr(0, 200)));
+                    st.log_name, log::escaped{line.substr(0, 200)});
       reconnect_later(self, false);
       return;
     }
@@ -175,7 +175,7 @@ void on_handshake_line(link_ptr self, std::string_view line) {
   }
   if (line.rfind("HERD-OK", 0) != 0) {
     HERD_LOG_WARN("{} refused by neighbour: {}", st.log_name,
-                  log::escape(line.substr(0, 200)));
+                  log::escaped{line.substr(0, 200)});
     reconnect_later(self, false);
     return;
   }
@@ -215,7 +215,7 @@ void on_lines(link_ptr self, line_batch& batch) {
       finish_sync(self, end_msg->first, end_msg->second);
     } else if (parsed.kind != proto::line_kind::blank) {
       HERD_LOG_WARN("{} ignored from neighbour: {}", st.log_name,
-                    log::escape(line.substr(0, 200)));
+                    log::escaped{line.substr(0, 200)});
     }
   }
   for (size_t i = 0; i < updates.size(); ++i)

@@ -91,7 +91,7 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
                       ms);
       if (req.node->log_messages)
         HERD_LOG_INFO("{} out: {} + Places JSON ({} bytes)", req.log_name,
-                      log::escape(req.at_line),
+                      log::escaped{req.at_line},
                       reply.size() - req.at_line.size() - 3);
       self->send(req.session, places_atom::value, req.seq, std::move(reply));
       self->quit();

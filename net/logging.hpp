@@ -29,7 +29,39 @@ std::string escape(std::string_view text);
 /// True when `text` needs escape().
 bool needs_escape(std::string_view text) noexcept;
 
+/// `text` escaped as escape() does, written straight into the log line
+/// (no allocation): `HERD_LOG_INFO("{} in: {}", name, log::escaped{line})`.
+struct escaped {
+  std::string_view text;
+};
+
 } // namespace herd::log
+
+template <>
+struct fmt::formatter<herd::log::escaped> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const herd::log::escaped& e, FormatContext& ctx) const
+    -> decltype(ctx.out()) {
+    if (!herd::log::needs_escape(e.text))
+      return fmt::formatter<std::string_view>::format(e.text, ctx);
+    static constexpr char hex[] = "0123456789abcdef";
+    auto out = ctx.out();
+    for (unsigned char c : e.text) {
+      if (c == '\\') {
+        *out++ = '\\';
+        *out++ = '\\';
+      } else if (c < 0x20 || c == 0x7f) {
+        *out++ = '\\';
+        *out++ = 'x';
+        *out++ = hex[c >> 4];
+        *out++ = hex[c & 0xf];
+      } else {
+        *out++ = static_cast<char>(c);
+      }
+    }
+    return out;
+  }
+};
 
 #define HERD_LOG_INFO(...) ::spdlog::info(__VA_ARGS__)
 #define HERD_LOG_WARN(...) ::spdlog::warn(__VA_ARGS__)
