@@ -1,5 +1,8 @@
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -131,6 +134,24 @@ void read_limits(const reader& r, const json::value& v, limits_config& out) {
   u32("max_peer_output_bytes", out.max_peer_output_bytes, 65536, 1u << 31);
 }
 
+void read_admin(const reader& r, const json::value& v, admin_config& out) {
+  const std::string at = "admin";
+  auto& obj = r.object(v, at);
+  r.only_keys(obj, at, {"host", "port"});
+  if (auto* x = obj.if_contains("host")) {
+    out.host = r.string(*x, join(at, "host"));
+    unsigned char addr[sizeof(in6_addr)];
+    if (inet_pton(AF_INET, out.host.c_str(), addr) != 1
+        && inet_pton(AF_INET6, out.host.c_str(), addr) != 1)
+      r.fail_value(join(at, "host"), *x, "is not an IPv4 or IPv6 address");
+  }
+  if (auto* x = obj.if_contains("port"))
+    out.port = static_cast<uint16_t>(r.integer(*x, join(at, "port"), 1, 65535));
+  else
+    r.fail(join(at, "port"), "missing: the admin endpoint needs a port");
+  out.enabled = true;
+}
+
 } // namespace
 
 std::vector<std::string>
@@ -155,7 +176,7 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   r.only_keys(obj, "",
               {"servers", "links", "places", "threads", "io_threads",
                "registry_shards", "log_dir", "log_messages",
-               "peer_secret_env", "limits", "metrics_interval_s"});
+               "peer_secret_env", "limits", "metrics_interval_s", "admin"});
   herd_config cfg;
   auto* servers = obj.if_contains("servers");
   if (!servers)
@@ -229,6 +250,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
     cfg.peer_secret_env = r.string(*x, "peer_secret_env");
   if (auto* x = obj.if_contains("limits"))
     read_limits(r, *x, cfg.limits);
+  if (auto* x = obj.if_contains("admin"))
+    read_admin(r, *x, cfg.admin);
   return cfg;
 }
 

@@ -36,6 +36,14 @@ struct limits_config {
   uint32_t max_peer_output_bytes = 64u << 20;
 };
 
+/// The optional admin HTTP endpoint (GET /metrics, GET /healthz). Off unless
+/// the config has an "admin" key with a port.
+struct admin_config {
+  bool enabled = false;
+  std::string host = "127.0.0.1"; ///< an IP address; loopback by default
+  uint16_t port = 0;
+};
+
 struct herd_config {
   std::map<std::string, server_address> servers;
   std::vector<std::pair<std::string, std::string>> links;
@@ -48,6 +56,7 @@ struct herd_config {
   uint32_t metrics_interval_s = 10; ///< metrics log line period; 0: off
   std::string peer_secret_env = "HERD_PEER_SECRET";
   limits_config limits;
+  admin_config admin;
 
   /// Names of the neighbours of `name`, in config order.
   std::vector<std::string> neighbours(const std::string& name) const;

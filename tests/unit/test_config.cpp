@@ -96,3 +96,56 @@ TEST_CASE("text that is not JSON is an error naming the file") {
                           "an object");
   CHECK(error_of("{}").find("key \"servers\": missing") != std::string::npos);
 }
+
+TEST_CASE("the admin endpoint is off unless the config names a port",
+          "[admin]") {
+  auto cfg = parse_config(minimal, "test.json");
+  CHECK_FALSE(cfg.admin.enabled);
+  CHECK(cfg.admin.host == "127.0.0.1");
+  CHECK(cfg.admin.port == 0);
+  CHECK_FALSE(default_config().admin.enabled);
+}
+
+TEST_CASE("an admin key with a port turns the endpoint on, on loopback unless "
+          "a host is given",
+          "[admin]") {
+  auto cfg = parse_config(R"({"servers": {"A": {"host": "h", "port": 1}},
+                              "admin": {"port": 9100}})",
+                          "test.json");
+  CHECK(cfg.admin.enabled);
+  CHECK(cfg.admin.host == "127.0.0.1");
+  CHECK(cfg.admin.port == 9100);
+  cfg = parse_config(R"({"servers": {"A": {"host": "h", "port": 1}},
+                         "admin": {"host": "::1", "port": 65535}})",
+                     "test.json");
+  CHECK(cfg.admin.enabled);
+  CHECK(cfg.admin.host == "::1");
+  CHECK(cfg.admin.port == 65535);
+}
+
+TEST_CASE("a bad admin port, host or sub-key is an error naming the key",
+          "[admin]") {
+  auto with_admin = [](const std::string& admin) {
+    return error_of(R"({"servers": {"A": {"host": "h", "port": 1}}, "admin": )"
+                    + admin + "}");
+  };
+  CHECK(with_admin(R"({"port": 0})")
+        == "test.json: key \"admin.port\": value 0 is out of range (1 to "
+           "65535)");
+  CHECK(with_admin(R"({"port": 70000})")
+        == "test.json: key \"admin.port\": value 70000 is out of range (1 to "
+           "65535)");
+  CHECK(with_admin(R"({"port": "9100"})")
+        == "test.json: key \"admin.port\": value \"9100\" is not a "
+           "non-negative integer");
+  CHECK(with_admin(R"({"host": "127.0.0.1"})")
+        == "test.json: key \"admin.port\": missing: the admin endpoint needs "
+           "a port");
+  CHECK(with_admin(R"({"host": "localhost", "port": 9100})")
+        == "test.json: key \"admin.host\": value \"localhost\" is not an IPv4 "
+           "or IPv6 address");
+  CHECK(with_admin(R"({"port": 9100, "path": "/metrics"})")
+        == "test.json: key \"admin.path\": unknown key");
+  CHECK(with_admin("9100")
+        == "test.json: key \"admin\": value 9100 is not an object");
+}
