@@ -311,6 +311,8 @@ void handle_line(session_ptr self, std::string_view line,
       auto shard = st.node->shard_index(msg.client_id);
       if (st.updates.empty())
         st.updates.resize(st.node->registry_shards.size());
+      if (st.updates[shard].capacity() == 0)
+        st.updates[shard].reserve(st.batch_lines);
       st.updates[shard].push_back(
         {std::string(msg.client_id), msg.time_ns, std::string(at)});
       if (st.waiting.empty())
@@ -409,6 +411,7 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
     [self](lines_atom, line_batch& batch) {
       metrics::handler_scope scope(metrics::actor_kind::client_session,
                                    self->mailbox().size());
+      self->state.batch_lines = batch.ends.size();
       uint32_t begin = 0;
       for (auto end : batch.ends) {
         handle_line(self,

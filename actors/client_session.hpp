@@ -65,6 +65,7 @@ struct client_session_state {
   /// reply that acknowledges them is written, and before any lookup.
   std::vector<std::vector<location_update>> updates;
   bool eof = false;
+  size_t batch_lines = 0; ///< lines in the batch being handled
 
   // -- peer mode: a connection that opened with HERD-HELLO ---------------------
   enum class mode { client, peer_handshake, peer, refused };

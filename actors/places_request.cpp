@@ -9,9 +9,10 @@
 
 namespace herd {
 
-std::string make_whatsat_reply(const std::string& at_line,
-                               const net::fetch_result& result, int bound,
-                               std::string& summary) {
+whatsat_reply make_whatsat_reply(const std::string& at_line,
+                                 const net::fetch_result& result, int bound) {
+  whatsat_reply out;
+  auto& summary = out.summary;
   std::string json;
   if (!result.ok) {
     summary = "upstream failed: " + result.error;
@@ -25,6 +26,7 @@ std::string make_whatsat_reply(const std::string& at_line,
     std::string why;
     if (auto cut = places::cut_results(result.body, bound, why)) {
       json = std::move(*cut);
+      out.usable = true;
       summary = "HTTP " + std::to_string(result.http_status) + ", "
                 + std::to_string(result.body.size()) + " bytes";
     } else {
@@ -35,13 +37,13 @@ std::string make_whatsat_reply(const std::string& at_line,
         + std::to_string(result.http_status) + "): " + why);
     }
   }
-  std::string reply;
+  auto& reply = out.bytes;
   reply.reserve(at_line.size() + json.size() + 3);
   reply += at_line;
   reply += '\n';
   reply += json;
   reply += "\n\n";
-  return reply;
+  return out;
 }
 
 places_request_actor::behavior_type
@@ -71,29 +73,28 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
     [self](fetched_atom, net::fetch_result& result) {
       metrics::handler_scope scope(metrics::actor_kind::places_request, 0);
       auto& req = self->state;
-      std::string summary;
-      auto reply = make_whatsat_reply(req.at_line, result, req.query.bound,
-                                      summary);
-      auto ms = std::chrono::duration<double, std::milli>(
-                  std::chrono::steady_clock::now() - req.started)
-                  .count();
-      metrics::record_places_latency(std::chrono::steady_clock::now()
-                                     - req.started);
-      if (!result.ok || result.http_status >= 500
-          || summary.rfind("unusable", 0) == 0)
+      auto reply = make_whatsat_reply(req.at_line, result, req.query.bound);
+      auto elapsed = std::chrono::steady_clock::now() - req.started;
+      auto ms = std::chrono::duration<double, std::milli>(elapsed).count();
+      metrics::record_places_latency(elapsed);
+      if (!reply.usable) {
         metrics::add(metrics::counter::places_errors);
+        // The client's own reply always says what failed; say it here too.
+        HERD_LOG_WARN("{} places: {} after {:.1f} ms", req.log_name,
+                      reply.summary, ms);
+      }
       if (!result.ok && result.error.rfind("timeout", 0) == 0)
         metrics::add(metrics::counter::places_timeouts);
-      if (result.ok && result.http_status < 500)
-        HERD_LOG_INFO("{} places: {} in {:.1f} ms", req.log_name, summary, ms);
-      else
-        HERD_LOG_WARN("{} places: {} after {:.1f} ms", req.log_name, summary,
-                      ms);
-      if (req.node->log_messages)
+      if (req.node->log_messages) {
+        if (reply.usable)
+          HERD_LOG_INFO("{} places: {} in {:.1f} ms", req.log_name,
+                        reply.summary, ms);
         HERD_LOG_INFO("{} out: {} + Places JSON ({} bytes)", req.log_name,
                       log::escaped{req.at_line},
-                      reply.size() - req.at_line.size() - 3);
-      self->send(req.session, places_atom::value, req.seq, std::move(reply));
+                      reply.bytes.size() - req.at_line.size() - 3);
+      }
+      self->send(req.session, places_atom::value, req.seq,
+                 std::move(reply.bytes));
       self->quit();
     },
   };

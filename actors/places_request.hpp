@@ -31,11 +31,17 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
                std::string at_line, places_query query,
                std::shared_ptr<const node_context> node, std::string log_name);
 
+/// A WHATSAT reply and how upstream did, for the log and the metrics.
+struct whatsat_reply {
+  std::string bytes;   ///< AT line, JSON, empty line
+  bool usable = false; ///< upstream's own body went out (cut to the bound)
+  std::string summary; ///< one phrase for the log
+};
+
 /// The whole WHATSAT reply for an upstream result: the AT line, the body cut
 /// to `bound` (or a legacy-shaped UNKNOWN_ERROR saying what failed), and the
-/// empty line. `status_out` receives a short summary for the log.
-std::string make_whatsat_reply(const std::string& at_line,
-                               const net::fetch_result& result, int bound,
-                               std::string& summary);
+/// empty line.
+whatsat_reply make_whatsat_reply(const std::string& at_line,
+                                 const net::fetch_result& result, int bound);
 
 } // namespace herd
