@@ -996,3 +996,63 @@ TEST_CASE("a neighbour that never reads is dropped while clients and other "
   CHECK(max_rss_kib < rss_bound_kib);
   CHECK(hwm_kib < rss_bound_kib);
 }
+
+// -- membership without a secret ---------------------------------------------
+
+TEST_CASE("without a secret a herd beyond loopback refuses to start",
+          "[herd]") {
+  temp_dir dir;
+  // A neighbour on a host that is not loopback (the .invalid name never
+  // resolves, so nothing could leave the machine even if the node started).
+  auto config = R"({"servers": {"Alpha": {"host": "127.0.0.1", "port": )"
+                + std::to_string(free_port()) + R"(},
+                     "Remote": {"host": "herd-remote.invalid", "port": 1}},
+                    "links": [["Alpha", "Remote"]],
+                    "log_dir": ")"
+                + dir.file("logs") + R"("})";
+  write_file(dir.file("herd.json"), config);
+  process p({herd_node_bin(), "Alpha", "--config", dir.file("herd.json")},
+            {{secret_env, std::nullopt}}, dir.file("alpha.stdout"),
+            dir.file("alpha.stderr"));
+  auto status = p.wait_exit(5000ms);
+  CHECK(describe(status)
+        == describe(exit_status{true, 2, 0, false, status.elapsed}));
+  auto err = p.stderr_text();
+  INFO("stderr: " << err);
+  CHECK(count_lines(err) == 1);
+  CHECK(contains(err, "servers.Remote.host"));
+  CHECK(contains(err, secret_env));
+}
+
+TEST_CASE("without a secret a loopback herd runs and says its peers are "
+          "unauthenticated",
+          "[herd]") {
+  temp_dir dir;
+  config_spec spec;
+  spec.servers = {{"Alpha", 0}, {"Beta", 0}};
+  spec.links = {{"Alpha", "Beta"}};
+  e2e::herd h(dir, spec);
+  launch_options no_secret;
+  no_secret.env[secret_env] = std::nullopt;
+  h.start("Alpha", no_secret);
+  h.start("Beta", no_secret);
+  CHECK(wait_for_file_containing(h.log_path("Alpha"),
+                                 "peers are unauthenticated"));
+  CHECK(wait_for_file_containing(h.log_path("Alpha"),
+                                 "peer_link Alpha->Beta catch-up done"));
+  client a(h.port("Alpha"));
+  a.send(iamat("lonely", ucla, time_text(now_ns())));
+  auto line = without_newline(a.read_line());
+  client b(h.port("Beta"));
+  auto deadline = steady::now() + propagation_bound;
+  std::string seen;
+  while (steady::now() < deadline) {
+    b.send("WHATSAT lonely 1 0\n");
+    seen = without_newline(b.read_line());
+    if (seen.rfind("? ", 0) != 0) {
+      b.read_reply_block();
+      break;
+    }
+  }
+  CHECK(seen == line);
+}
