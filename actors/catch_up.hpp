@@ -18,7 +18,7 @@ namespace herd {
 
 /// Calls `done(std::vector<uint64_t>&)` with the node's full-resolution
 /// digests, from inside `self`.
-template <class Self, class F>
+template<class Self, class F>
 void gather_digests(Self* self, const node_context& node, F done) {
   struct acc {
     size_t waiting;
@@ -26,21 +26,21 @@ void gather_digests(Self* self, const node_context& node, F done) {
     F done;
   };
   auto a = std::make_shared<acc>(
-    acc{node.registry_shards.size(),
-        std::vector<uint64_t>(peer::max_buckets, 0), std::move(done)});
+      acc{node.registry_shards.size(),
+          std::vector<uint64_t>(peer::max_buckets, 0), std::move(done)});
   for (auto& shard : node.registry_shards)
     self->request(shard, caf::infinite, digest_atom::value)
-      .then([a](std::vector<uint64_t>& d) {
-        for (size_t i = 0; i < d.size() && i < a->digests.size(); ++i)
-          a->digests[i] ^= d[i];
-        if (--a->waiting == 0)
-          a->done(a->digests);
-      });
+        .then([a](std::vector<uint64_t>& d) {
+          for (size_t i = 0; i < d.size() && i < a->digests.size(); ++i)
+            a->digests[i] ^= d[i];
+          if (--a->waiting == 0)
+            a->done(a->digests);
+        });
 }
 
 /// Calls `done(std::vector<std::string>&)` with the AT lines of every record
 /// in `wanted` buckets (at `buckets` resolution), from inside `self`.
-template <class Self, class F>
+template<class Self, class F>
 void gather_records(Self* self, const node_context& node, uint32_t buckets,
                     const std::vector<uint32_t>& wanted, F done) {
   struct acc {
@@ -49,24 +49,25 @@ void gather_records(Self* self, const node_context& node, uint32_t buckets,
     F done;
   };
   auto a = std::make_shared<acc>(
-    acc{node.registry_shards.size(), {}, std::move(done)});
+      acc{node.registry_shards.size(), {}, std::move(done)});
   for (auto& shard : node.registry_shards)
     self->request(shard, caf::infinite, records_atom::value, buckets, wanted)
-      .then([a](std::vector<std::string>& lines) {
-        if (a->lines.empty())
-          a->lines = std::move(lines);
-        else
-          for (auto& l : lines)
-            a->lines.push_back(std::move(l));
-        if (--a->waiting == 0)
-          a->done(a->lines);
-      });
+        .then([a](std::vector<std::string>& lines) {
+          if (a->lines.empty())
+            a->lines = std::move(lines);
+          else
+            for (auto& l : lines)
+              a->lines.push_back(std::move(l));
+          if (--a->waiting == 0)
+            a->done(a->lines);
+        });
 }
 
 /// The buckets where `mine` and `theirs` (both at theirs.size() resolution)
 /// differ.
-inline std::vector<uint32_t> differing_buckets(
-  const std::vector<uint64_t>& mine, const std::vector<uint64_t>& theirs) {
+inline std::vector<uint32_t>
+differing_buckets(const std::vector<uint64_t>& mine,
+                  const std::vector<uint64_t>& theirs) {
   std::vector<uint32_t> out;
   for (uint32_t i = 0; i < theirs.size() && i < mine.size(); ++i)
     if (mine[i] != theirs[i])

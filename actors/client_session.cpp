@@ -6,17 +6,17 @@
 
 #include "actors/catch_up.hpp"
 #include "actors/places_request.hpp"
-#include "net/peer_protocol.hpp"
 #include "net/logging.hpp"
 #include "net/metrics.hpp"
+#include "net/peer_protocol.hpp"
 #include "net/protocol.hpp"
 
 namespace herd {
 
 namespace {
 
-using session_ptr
-  = client_session_actor::stateful_pointer<client_session_state>;
+using session_ptr =
+    client_session_actor::stateful_pointer<client_session_state>;
 
 /// Hands every queued update to its registry shard. Called before a lookup
 /// and before replies are written, so that an acknowledged IAMAT is always
@@ -102,37 +102,37 @@ void handle_whatsat(session_ptr self, const proto::whatsat& msg,
   places_query query;
   query.radius_m = msg.radius_m;
   query.bound = msg.bound;
-  self
-    ->request(st.node->shard_for(msg.client_id), caf::infinite,
-              lookup_atom::value, std::string(msg.client_id))
-    .then(
-      [self, seq, query = std::move(query),
-       line = std::string(line)](lookup_result& found) mutable {
-        if (!found.found) {
-          metrics::add(metrics::counter::out_invalid);
-          std::string reply;
-          proto::append_invalid(reply, line);
-          log_out(self, reply);
-          fill_slot(self, seq, std::move(reply));
-          return;
-        }
-        query.latitude = std::move(found.latitude);
-        query.longitude = std::move(found.longitude);
-        self->spawn(places_request,
-                    caf::actor_cast<client_session_actor>(self), seq,
-                    std::move(found.at_line), std::move(query),
-                    self->state.node, self->state.log_name);
-      },
-      [self, seq, line = std::string(line)](caf::error& err) {
-        HERD_LOG_ERROR("{} registry lookup failed: {}", self->state.log_name,
-                       caf::to_string(err));
-        std::string reply;
-        proto::append_invalid(reply, line);
-        fill_slot(self, seq, std::move(reply));
-      });
+  self->request(st.node->shard_for(msg.client_id), caf::infinite,
+                lookup_atom::value, std::string(msg.client_id))
+      .then(
+          [self, seq, query = std::move(query),
+           line = std::string(line)](lookup_result& found) mutable {
+            if (!found.found) {
+              metrics::add(metrics::counter::out_invalid);
+              std::string reply;
+              proto::append_invalid(reply, line);
+              log_out(self, reply);
+              fill_slot(self, seq, std::move(reply));
+              return;
+            }
+            query.latitude = std::move(found.latitude);
+            query.longitude = std::move(found.longitude);
+            self->spawn(places_request,
+                        caf::actor_cast<client_session_actor>(self), seq,
+                        std::move(found.at_line), std::move(query),
+                        self->state.node, self->state.log_name);
+          },
+          [self, seq, line = std::string(line)](caf::error& err) {
+            HERD_LOG_ERROR("{} registry lookup failed: {}",
+                           self->state.log_name, caf::to_string(err));
+            std::string reply;
+            proto::append_invalid(reply, line);
+            fill_slot(self, seq, std::move(reply));
+          });
 }
 
-// -- peer mode --------------------------------------------------------------------
+// -- peer mode
+// --------------------------------------------------------------------
 
 void refuse_peer(session_ptr self, const std::string& reason) {
   auto& st = self->state;
@@ -158,13 +158,13 @@ void handle_hello(session_ptr self, std::string_view line) {
     return;
   }
   if (h->acceptor != node.server_name) {
-    refuse_peer(self, "this is " + node.server_name + ", not "
-                        + log::escape(h->acceptor));
+    refuse_peer(self, "this is " + node.server_name + ", not " +
+                          log::escape(h->acceptor));
     return;
   }
   if (!node.is_neighbour(h->dialer)) {
-    refuse_peer(self, log::escape(h->dialer) + " is not a neighbour of "
-                        + node.server_name);
+    refuse_peer(self, log::escape(h->dialer) + " is not a neighbour of " +
+                          node.server_name);
     return;
   }
   HERD_LOG_INFO("{} peer connection opened by {}", st.log_name, st.peer_name);
@@ -183,16 +183,16 @@ void handle_auth(session_ptr self, std::string_view line) {
   auto& st = self->state;
   auto& node = *st.node;
   auto mac = peer::parse_auth(line);
-  auto expected = peer::handshake_mac(node.peer_secret, "dial", st.peer_name,
-                                      node.server_name, st.dialer_nonce,
-                                      st.our_nonce);
+  auto expected =
+      peer::handshake_mac(node.peer_secret, "dial", st.peer_name,
+                          node.server_name, st.dialer_nonce, st.our_nonce);
   if (!mac || !peer::mac_equal(*mac, expected)) {
     refuse_peer(self, "authentication failed");
     return;
   }
   st.now = client_session_state::mode::peer;
-  st.log_name = "peer " + st.peer_name + "->" + node.server_name + " "
-                + st.conn->remote();
+  st.log_name = "peer " + st.peer_name + "->" + node.server_name + " " +
+                st.conn->remote();
   st.conn->set_output_limit(node.peer_output_limit);
   st.conn->set_line_limit(node_context::peer_line_limit); // before HERD-OK
   st.out += "HERD-OK\n";
@@ -207,29 +207,32 @@ void handle_auth(session_ptr self, std::string_view line) {
 void answer_sync(session_ptr self, std::vector<uint64_t> theirs) {
   auto& st = self->state;
   auto buckets = static_cast<uint32_t>(theirs.size());
-  gather_digests(self, *st.node, [self, theirs = std::move(theirs),
-                                  buckets](std::vector<uint64_t>& full) {
-    auto differing
-      = differing_buckets(peer::fold_digests(full, buckets), theirs);
-    auto send = [self, buckets, differing](std::vector<std::string>& lines) {
-      auto& cur = self->state;
-      auto bytes = join_lines(lines);
-      bytes += peer::format_sync_end(buckets, differing);
-      bytes += '\n';
-      HERD_LOG_INFO("{} catch-up asked: {} of {} buckets differ, sending {} "
-                    "records ({} bytes)",
-                    cur.log_name, differing.size(), buckets, lines.size(),
-                    bytes.size());
-      cur.conn->send(std::move(bytes), 0);
-    };
-    if (differing.empty()) {
-      std::vector<std::string> none;
-      send(none);
-    } else {
-      gather_records(self, *self->state.node, buckets, differing,
-                     std::move(send));
-    }
-  });
+  gather_digests(
+      self, *st.node,
+      [self, theirs = std::move(theirs), buckets](std::vector<uint64_t>& full) {
+        auto differing =
+            differing_buckets(peer::fold_digests(full, buckets), theirs);
+        auto send = [self, buckets,
+                     differing](std::vector<std::string>& lines) {
+          auto& cur = self->state;
+          auto bytes = join_lines(lines);
+          bytes += peer::format_sync_end(buckets, differing);
+          bytes += '\n';
+          HERD_LOG_INFO(
+              "{} catch-up asked: {} of {} buckets differ, sending {} "
+              "records ({} bytes)",
+              cur.log_name, differing.size(), buckets, lines.size(),
+              bytes.size());
+          cur.conn->send(std::move(bytes), 0);
+        };
+        if (differing.empty()) {
+          std::vector<std::string> none;
+          send(none);
+        } else {
+          gather_records(self, *self->state.node, buckets, differing,
+                         std::move(send));
+        }
+      });
 }
 
 void handle_peer_line(session_ptr self, std::string_view line) {
@@ -256,22 +259,21 @@ void handle_peer_line(session_ptr self, std::string_view line) {
 
 /// `line` comes without its terminator (the connection strips "\n" or
 /// "\r\n"), so it is echoed as it is in a "? " reply.
-void handle_line(session_ptr self, std::string_view line,
-                 int64_t received_ns) {
+void handle_line(session_ptr self, std::string_view line, int64_t received_ns) {
   auto& st = self->state;
   using mode = client_session_state::mode;
   switch (st.now) {
-    case mode::peer:
-      handle_peer_line(self, line);
-      return;
-    case mode::peer_handshake:
-      handle_auth(self, line);
-      return;
-    case mode::refused:
-      ++st.out_lines;
-      return;
-    case mode::client:
-      break;
+  case mode::peer:
+    handle_peer_line(self, line);
+    return;
+  case mode::peer_handshake:
+    handle_auth(self, line);
+    return;
+  case mode::refused:
+    ++st.out_lines;
+    return;
+  case mode::client:
+    break;
   }
   if (st.first_line) {
     st.first_line = false;
@@ -289,48 +291,48 @@ void handle_line(session_ptr self, std::string_view line,
     HERD_LOG_INFO("{} in: {}", st.log_name, log::escaped{line});
   std::string reply;
   switch (parsed.kind) {
-    case proto::line_kind::iamat: {
-      metrics::add(metrics::counter::in_iamat);
-      metrics::add(metrics::counter::out_at);
-      auto& msg = parsed.iam;
-      auto diff = received_ns - msg.time_ns;
-      std::string_view at;
-      if (st.waiting.empty()) {
-        // The common case: format straight into the output.
-        auto start = st.out.size();
-        proto::append_at(st.out, st.node->server_name, diff, msg);
-        at = std::string_view(st.out).substr(start);
-        log_out(self, at);
-        ++st.out_lines;
-      } else {
-        proto::append_at(reply, st.node->server_name, diff, msg);
-        at = reply;
-        log_out(self, at);
-        st.waiting.push_back({true, reply + '\n'});
-      }
-      auto shard = st.node->shard_index(msg.client_id);
-      if (st.updates.empty())
-        st.updates.resize(st.node->registry_shards.size());
-      if (st.updates[shard].capacity() == 0)
-        st.updates[shard].reserve(st.batch_lines);
-      st.updates[shard].push_back(
-        {std::string(msg.client_id), msg.time_ns, std::string(at)});
-      if (st.waiting.empty())
-        st.out += '\n';
-      return;
+  case proto::line_kind::iamat: {
+    metrics::add(metrics::counter::in_iamat);
+    metrics::add(metrics::counter::out_at);
+    auto& msg = parsed.iam;
+    auto diff = received_ns - msg.time_ns;
+    std::string_view at;
+    if (st.waiting.empty()) {
+      // The common case: format straight into the output.
+      auto start = st.out.size();
+      proto::append_at(st.out, st.node->server_name, diff, msg);
+      at = std::string_view(st.out).substr(start);
+      log_out(self, at);
+      ++st.out_lines;
+    } else {
+      proto::append_at(reply, st.node->server_name, diff, msg);
+      at = reply;
+      log_out(self, at);
+      st.waiting.push_back({true, reply + '\n'});
     }
-    case proto::line_kind::whatsat:
-      metrics::add(metrics::counter::in_whatsat);
-      handle_whatsat(self, parsed.wh, line);
-      return;
-    default:
-      // Malformed lines, and AT lines: only an authenticated peer may send
-      // those, and a client connection is not one.
-      metrics::add(metrics::counter::in_invalid);
-      metrics::add(metrics::counter::out_invalid);
-      proto::append_invalid(reply, line);
-      emit(self, reply);
-      return;
+    auto shard = st.node->shard_index(msg.client_id);
+    if (st.updates.empty())
+      st.updates.resize(st.node->registry_shards.size());
+    if (st.updates[shard].capacity() == 0)
+      st.updates[shard].reserve(st.batch_lines);
+    st.updates[shard].push_back(
+        {std::string(msg.client_id), msg.time_ns, std::string(at)});
+    if (st.waiting.empty())
+      st.out += '\n';
+    return;
+  }
+  case proto::line_kind::whatsat:
+    metrics::add(metrics::counter::in_whatsat);
+    handle_whatsat(self, parsed.wh, line);
+    return;
+  default:
+    // Malformed lines, and AT lines: only an authenticated peer may send
+    // those, and a client connection is not one.
+    metrics::add(metrics::counter::in_invalid);
+    metrics::add(metrics::counter::out_invalid);
+    proto::append_invalid(reply, line);
+    emit(self, reply);
+    return;
   }
 }
 
@@ -338,12 +340,10 @@ void handle_line(session_ptr self, std::string_view line,
 /// on the first bytes: a connection that never says anything costs a socket
 /// and this object, not an actor.
 class session_forwarder : public net::connection_handler {
-public:
-  session_forwarder(caf::actor_system& sys,
-                    std::weak_ptr<net::connection> conn,
+ public:
+  session_forwarder(caf::actor_system& sys, std::weak_ptr<net::connection> conn,
                     std::shared_ptr<const node_context> node)
-    : sys_(sys), conn_(std::move(conn)), node_(std::move(node)) {
-  }
+      : sys_(sys), conn_(std::move(conn)), node_(std::move(node)) {}
 
   void on_lines(std::string bytes, std::vector<uint32_t> ends,
                 int64_t received_ns) override {
@@ -351,9 +351,7 @@ public:
                    line_batch{std::move(bytes), std::move(ends), received_ns});
   }
 
-  void on_eof() override {
-    caf::anon_send(session(), eof_atom::value);
-  }
+  void on_eof() override { caf::anon_send(session(), eof_atom::value); }
 
   void on_closed(net::close_reason why) override {
     if (session_) {
@@ -369,7 +367,7 @@ public:
     metrics::add(metrics::counter::connections_closed);
   }
 
-private:
+ private:
   const client_session_actor& session() {
     if (!session_)
       session_ = sys_.spawn(client_session, conn_.lock(), node_);
@@ -408,33 +406,33 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
   st.node = std::move(node);
   metrics::actor_spawned(metrics::actor_kind::client_session);
   return {
-    [self](lines_atom, line_batch& batch) {
-      metrics::handler_scope scope(metrics::actor_kind::client_session,
-                                   self->mailbox().size());
-      self->state.batch_lines = batch.ends.size();
-      uint32_t begin = 0;
-      for (auto end : batch.ends) {
-        handle_line(self,
-                    std::string_view(batch.bytes.data() + begin, end - begin),
-                    batch.received_ns);
-        begin = end;
-      }
-      flush_output(self);
-      maybe_finish(self); // a refused peer is closed here
-    },
-    [self](eof_atom) {
-      self->state.eof = true;
-      maybe_finish(self);
-    },
-    [self](closed_atom, const std::string& why) {
-      HERD_LOG_INFO("{} connection closed: {}", self->state.log_name, why);
-      self->quit();
-    },
-    [self](places_atom, uint64_t seq, std::string& reply) {
-      metrics::handler_scope scope(metrics::actor_kind::client_session, 0);
-      metrics::add(metrics::counter::out_whatsat);
-      fill_slot(self, seq, std::move(reply));
-    },
+      [self](lines_atom, line_batch& batch) {
+        metrics::handler_scope scope(metrics::actor_kind::client_session,
+                                     self->mailbox().size());
+        self->state.batch_lines = batch.ends.size();
+        uint32_t begin = 0;
+        for (auto end : batch.ends) {
+          handle_line(self,
+                      std::string_view(batch.bytes.data() + begin, end - begin),
+                      batch.received_ns);
+          begin = end;
+        }
+        flush_output(self);
+        maybe_finish(self); // a refused peer is closed here
+      },
+      [self](eof_atom) {
+        self->state.eof = true;
+        maybe_finish(self);
+      },
+      [self](closed_atom, const std::string& why) {
+        HERD_LOG_INFO("{} connection closed: {}", self->state.log_name, why);
+        self->quit();
+      },
+      [self](places_atom, uint64_t seq, std::string& reply) {
+        metrics::handler_scope scope(metrics::actor_kind::client_session, 0);
+        metrics::add(metrics::counter::out_whatsat);
+        fill_slot(self, seq, std::move(reply));
+      },
   };
 }
 

@@ -22,22 +22,12 @@ struct reply_slot {
 /// FIFO of reply slots. Unlike std::deque it allocates nothing until used,
 /// which matters for thousands of idle connections.
 class slot_queue {
-public:
-  bool empty() const noexcept {
-    return head_ == slots_.size();
-  }
-  size_t size() const noexcept {
-    return slots_.size() - head_;
-  }
-  reply_slot& operator[](size_t i) {
-    return slots_[head_ + i];
-  }
-  reply_slot& front() {
-    return slots_[head_];
-  }
-  void push_back(reply_slot s) {
-    slots_.push_back(std::move(s));
-  }
+ public:
+  bool empty() const noexcept { return head_ == slots_.size(); }
+  size_t size() const noexcept { return slots_.size() - head_; }
+  reply_slot& operator[](size_t i) { return slots_[head_ + i]; }
+  reply_slot& front() { return slots_[head_]; }
+  void push_back(reply_slot s) { slots_.push_back(std::move(s)); }
   void pop_front() {
     if (++head_ == slots_.size()) {
       slots_.clear();
@@ -47,7 +37,7 @@ public:
     }
   }
 
-private:
+ private:
   std::vector<reply_slot> slots_;
   size_t head_ = 0;
 };
@@ -57,7 +47,7 @@ struct client_session_state {
   std::shared_ptr<const node_context> node;
   std::string log_name; ///< "client#<id> <address>"
 
-  slot_queue waiting; ///< replies held back, oldest first
+  slot_queue waiting;         ///< replies held back, oldest first
   uint64_t first_waiting = 0; ///< sequence number of waiting.front()
   std::string out;            ///< ready replies not yet handed to conn
   uint32_t out_lines = 0;     ///< lines those replies answer
@@ -67,7 +57,8 @@ struct client_session_state {
   bool eof = false;
   size_t batch_lines = 0; ///< lines in the batch being handled
 
-  // -- peer mode: a connection that opened with HERD-HELLO ---------------------
+  // -- peer mode: a connection that opened with HERD-HELLO
+  // ---------------------
   enum class mode { client, peer_handshake, peer, refused };
   mode now = mode::client;
   bool first_line = true;
@@ -85,10 +76,10 @@ struct client_session_state {
   static inline const char* name = "client_session";
 };
 
-client_session_actor::behavior_type
-client_session(client_session_actor::stateful_pointer<client_session_state> self,
-               std::shared_ptr<net::connection> conn,
-               std::shared_ptr<const node_context> node);
+client_session_actor::behavior_type client_session(
+    client_session_actor::stateful_pointer<client_session_state> self,
+    std::shared_ptr<net::connection> conn,
+    std::shared_ptr<const node_context> node);
 
 /// The handler of a client connection: spawns its session on the first
 /// bytes read and forwards everything to it.

@@ -7,8 +7,7 @@
 namespace herd {
 
 location_registry_state::location_registry_state()
-  : digests(peer::max_buckets, 0) {
-}
+    : digests(peer::max_buckets, 0) {}
 
 auto location_registry_state::store(location_update& u) -> const record* {
   auto [it, inserted] = clients.try_emplace(std::move(u.client_id));
@@ -18,98 +17,97 @@ auto location_registry_state::store(location_update& u) -> const record* {
   } else {
     if (u.time_ns <= rec.time_ns)
       return nullptr; // equal or older: dropped, which is what ends a flood
-    digests[peer::bucket_of(rec.client_hash)]
-      ^= peer::record_hash(rec.client_hash, rec.time_ns);
+    digests[peer::bucket_of(rec.client_hash)] ^=
+        peer::record_hash(rec.client_hash, rec.time_ns);
   }
   rec.time_ns = u.time_ns;
   rec.at_line = std::move(u.at_line);
-  digests[peer::bucket_of(rec.client_hash)]
-    ^= peer::record_hash(rec.client_hash, rec.time_ns);
+  digests[peer::bucket_of(rec.client_hash)] ^=
+      peer::record_hash(rec.client_hash, rec.time_ns);
   return &rec;
 }
 
-location_registry_actor::behavior_type
-location_registry(location_registry_actor::stateful_pointer<
-                  location_registry_state> self) {
+location_registry_actor::behavior_type location_registry(
+    location_registry_actor::stateful_pointer<location_registry_state> self) {
   metrics::actor_spawned(metrics::actor_kind::location_registry);
   self->attach_functor(
-    [] { metrics::actor_quit(metrics::actor_kind::location_registry); });
+      [] { metrics::actor_quit(metrics::actor_kind::location_registry); });
   return {
-    [self](update_atom, const std::string& origin,
-           std::vector<location_update>& updates) {
-      metrics::handler_scope scope(metrics::actor_kind::location_registry,
-                                   self->mailbox().size());
-      auto& st = self->state;
-      uint64_t stored = 0;
-      std::vector<std::string> newer;
-      for (auto& u : updates) {
-        if (auto* rec = st.store(u)) {
-          ++stored;
-          if (!st.links.empty())
-            newer.push_back(rec->at_line);
-        }
-      }
-      metrics::add(metrics::counter::updates_stored, stored);
-      metrics::add(metrics::counter::updates_stale, updates.size() - stored);
-      if (!origin.empty()) {
-        for (size_t i = 0; i < st.links.size(); ++i) {
-          if (st.links[i].first == origin) {
-            metrics::add(i, metrics::peer_counter::updates_received,
-                         updates.size());
-            metrics::add(i, metrics::peer_counter::updates_stale,
-                         updates.size() - stored);
+      [self](update_atom, const std::string& origin,
+             std::vector<location_update>& updates) {
+        metrics::handler_scope scope(metrics::actor_kind::location_registry,
+                                     self->mailbox().size());
+        auto& st = self->state;
+        uint64_t stored = 0;
+        std::vector<std::string> newer;
+        for (auto& u : updates) {
+          if (auto* rec = st.store(u)) {
+            ++stored;
+            if (!st.links.empty())
+              newer.push_back(rec->at_line);
           }
         }
-      }
-      if (newer.empty())
-        return;
-      // Every neighbour but the one it came from; the AT line travels as is.
-      for (auto& [name, link] : st.links)
-        if (name != origin)
-          self->send(link, flood_atom::value, newer);
-    },
-    [self](lookup_atom, const std::string& client_id) -> lookup_result {
-      metrics::handler_scope scope(metrics::actor_kind::location_registry,
-                                   self->mailbox().size());
-      lookup_result result;
-      auto it = self->state.clients.find(client_id);
-      if (it == self->state.clients.end())
+        metrics::add(metrics::counter::updates_stored, stored);
+        metrics::add(metrics::counter::updates_stale, updates.size() - stored);
+        if (!origin.empty()) {
+          for (size_t i = 0; i < st.links.size(); ++i) {
+            if (st.links[i].first == origin) {
+              metrics::add(i, metrics::peer_counter::updates_received,
+                           updates.size());
+              metrics::add(i, metrics::peer_counter::updates_stale,
+                           updates.size() - stored);
+            }
+          }
+        }
+        if (newer.empty())
+          return;
+        // Every neighbour but the one it came from; the AT line travels as is.
+        for (auto& [name, link] : st.links)
+          if (name != origin)
+            self->send(link, flood_atom::value, newer);
+      },
+      [self](lookup_atom, const std::string& client_id) -> lookup_result {
+        metrics::handler_scope scope(metrics::actor_kind::location_registry,
+                                     self->mailbox().size());
+        lookup_result result;
+        auto it = self->state.clients.find(client_id);
+        if (it == self->state.clients.end())
+          return result;
+        result.found = true;
+        result.at_line = it->second.at_line;
+        // The stored line was produced or validated by this code base, so it
+        // parses; take the location from it rather than storing it twice.
+        auto parsed = proto::parse_line(result.at_line);
+        result.latitude = std::string(parsed.at.where.latitude);
+        result.longitude = std::string(parsed.at.where.longitude);
         return result;
-      result.found = true;
-      result.at_line = it->second.at_line;
-      // The stored line was produced or validated by this code base, so it
-      // parses; take the location from it rather than storing it twice.
-      auto parsed = proto::parse_line(result.at_line);
-      result.latitude = std::string(parsed.at.where.latitude);
-      result.longitude = std::string(parsed.at.where.longitude);
-      return result;
-    },
-    [self](size_atom) -> uint64_t { return self->state.clients.size(); },
-    [self](peers_atom, std::vector<std::string>& names,
-           std::vector<peer_link_actor>& links) {
-      auto& st = self->state;
-      st.links.clear();
-      for (size_t i = 0; i < names.size() && i < links.size(); ++i)
-        st.links.emplace_back(std::move(names[i]), std::move(links[i]));
-    },
-    [self](digest_atom) -> std::vector<uint64_t> {
-      return self->state.digests;
-    },
-    [self](records_atom, uint32_t buckets,
-           const std::vector<uint32_t>& wanted) -> std::vector<std::string> {
-      std::vector<bool> want(buckets, false);
-      for (auto b : wanted)
-        if (b < buckets)
-          want[b] = true;
-      int shift = peer::max_bucket_bits;
-      for (uint32_t b = buckets; b > 1; b >>= 1)
-        --shift;
-      std::vector<std::string> lines;
-      for (auto& [id, rec] : self->state.clients)
-        if (want[peer::bucket_of(rec.client_hash) >> shift])
-          lines.push_back(rec.at_line);
-      return lines;
-    },
+      },
+      [self](size_atom) -> uint64_t { return self->state.clients.size(); },
+      [self](peers_atom, std::vector<std::string>& names,
+             std::vector<peer_link_actor>& links) {
+        auto& st = self->state;
+        st.links.clear();
+        for (size_t i = 0; i < names.size() && i < links.size(); ++i)
+          st.links.emplace_back(std::move(names[i]), std::move(links[i]));
+      },
+      [self](digest_atom) -> std::vector<uint64_t> {
+        return self->state.digests;
+      },
+      [self](records_atom, uint32_t buckets,
+             const std::vector<uint32_t>& wanted) -> std::vector<std::string> {
+        std::vector<bool> want(buckets, false);
+        for (auto b : wanted)
+          if (b < buckets)
+            want[b] = true;
+        int shift = peer::max_bucket_bits;
+        for (uint32_t b = buckets; b > 1; b >>= 1)
+          --shift;
+        std::vector<std::string> lines;
+        for (auto& [id, rec] : self->state.clients)
+          if (want[peer::bucket_of(rec.client_hash) >> shift])
+            lines.push_back(rec.at_line);
+        return lines;
+      },
   };
 }
 

@@ -33,8 +33,7 @@ struct location_registry_state {
   static inline const char* name = "location_registry";
 };
 
-location_registry_actor::behavior_type
-location_registry(location_registry_actor::stateful_pointer<
-                  location_registry_state> self);
+location_registry_actor::behavior_type location_registry(
+    location_registry_actor::stateful_pointer<location_registry_state> self);
 
 } // namespace herd

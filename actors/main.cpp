@@ -40,10 +40,10 @@ uint32_t parse_count(std::string_view option, const char* text, uint32_t max) {
   char* end = nullptr;
   errno = 0;
   unsigned long v = std::strtoul(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || errno != 0 || v == 0 || v > max
-      || *text == '-' || *text == '+')
-    die(std::string(option) + ": \"" + text
-        + "\" is not a number from 1 to " + std::to_string(max));
+  if (*text == '\0' || *end != '\0' || errno != 0 || v == 0 || v > max ||
+      *text == '-' || *text == '+')
+    die(std::string(option) + ": \"" + text + "\" is not a number from 1 to " +
+        std::to_string(max));
   return static_cast<uint32_t>(v);
 }
 
@@ -83,8 +83,8 @@ int main(int argc, char** argv) {
     } else if (name.empty()) {
       name = arg;
     } else {
-      die("more than one server name given: " + name + " and "
-          + std::string(arg));
+      die("more than one server name given: " + name + " and " +
+          std::string(arg));
     }
   }
   if (name.empty())
@@ -107,8 +107,8 @@ int main(int argc, char** argv) {
     std::string known;
     for (auto& [n, addr] : opts.cfg.servers)
       known += (known.empty() ? "" : ", ") + n;
-    die(opts.config_origin + ": unknown server name \"" + name
-        + "\" (key \"servers\" names: " + known + ")");
+    die(opts.config_origin + ": unknown server name \"" + name +
+        "\" (key \"servers\" names: " + known + ")");
   }
   if (threads != 0)
     opts.cfg.threads = threads;

@@ -14,8 +14,7 @@ using metrics::actor_kind;
 using metrics::counter;
 using metrics::peer_counter;
 
-template <class Enum>
-constexpr size_t idx(Enum e) {
+template<class Enum> constexpr size_t idx(Enum e) {
   return static_cast<size_t>(e);
 }
 
@@ -41,18 +40,17 @@ std::string format_metrics(const std::string& server,
                  R"("connections":{{"open":{},"accepted":{},"refused":{}}},)",
                  open_connections(now), now.get(counter::connections_accepted),
                  now.get(counter::connections_refused));
-  fmt::format_to(it,
-                 R"("in":{{"IAMAT":{},"WHATSAT":{},"AT":{},"?":{}}},)",
+  fmt::format_to(it, R"("in":{{"IAMAT":{},"WHATSAT":{},"AT":{},"?":{}}},)",
                  now.get(counter::in_iamat), now.get(counter::in_whatsat),
                  now.get(counter::in_at), now.get(counter::in_invalid));
   fmt::format_to(it, R"("out":{{"AT":{},"WHATSAT":{},"?":{}}},)",
                  now.get(counter::out_at), now.get(counter::out_whatsat),
                  now.get(counter::out_invalid));
-  auto in_now = now.get(counter::in_iamat) + now.get(counter::in_whatsat)
-                + now.get(counter::in_at) + now.get(counter::in_invalid);
-  auto in_delta = d.get(counter::in_iamat) + d.get(counter::in_whatsat)
-                  + d.get(counter::in_at) + d.get(counter::in_invalid);
-  (void) in_now;
+  auto in_now = now.get(counter::in_iamat) + now.get(counter::in_whatsat) +
+                now.get(counter::in_at) + now.get(counter::in_invalid);
+  auto in_delta = d.get(counter::in_iamat) + d.get(counter::in_whatsat) +
+                  d.get(counter::in_at) + d.get(counter::in_invalid);
+  (void)in_now;
   fmt::format_to(it, R"("in_per_s":{:.0f},)",
                  interval_s > 0 ? static_cast<double>(in_delta) / interval_s
                                 : 0.0);
@@ -62,14 +60,14 @@ std::string format_metrics(const std::string& server,
   for (size_t i = 0; i < peer_names.size() && i < metrics::max_peers; ++i) {
     auto& p = now.peers[i];
     fmt::format_to(
-      it,
-      R"({}"{}":{{"state":"{}","floods_sent":{},"floods_dropped":{},)"
-      R"("received":{},"stale":{},"catchups":{}}})",
-      i == 0 ? "" : ",", peer_names[i],
-      i < peer_states.size() ? peer_states[i] : "unknown",
-      p[idx(peer_counter::floods_sent)], p[idx(peer_counter::floods_dropped)],
-      p[idx(peer_counter::updates_received)],
-      p[idx(peer_counter::updates_stale)], p[idx(peer_counter::catchups)]);
+        it,
+        R"({}"{}":{{"state":"{}","floods_sent":{},"floods_dropped":{},)"
+        R"("received":{},"stale":{},"catchups":{}}})",
+        i == 0 ? "" : ",", peer_names[i],
+        i < peer_states.size() ? peer_states[i] : "unknown",
+        p[idx(peer_counter::floods_sent)], p[idx(peer_counter::floods_dropped)],
+        p[idx(peer_counter::updates_received)],
+        p[idx(peer_counter::updates_stale)], p[idx(peer_counter::catchups)]);
   }
   fmt::format_to(it,
                  R"(}},"places":{{"calls":{},"errors":{},"timeouts":{},)"
@@ -78,8 +76,7 @@ std::string format_metrics(const std::string& server,
                  now.get(counter::places_errors),
                  now.get(counter::places_timeouts),
                  metrics::snapshot::quantile_us(d.places_latency, 0.5) / 1000,
-                 metrics::snapshot::quantile_us(d.places_latency, 0.99)
-                   / 1000);
+                 metrics::snapshot::quantile_us(d.places_latency, 0.99) / 1000);
   for (size_t k = 0; k < idx(actor_kind::count_); ++k) {
     auto& a = now.actors[k];
     auto& da = d.actors[k];
@@ -102,8 +99,9 @@ std::string format_prometheus(const std::string& server,
   fmt::memory_buffer out;
   auto it = std::back_inserter(out);
   auto label = fmt::format(R"(server="{}")", server);
-  fmt::format_to(it, "# TYPE herd_connections_open gauge\n"
-                     "herd_connections_open{{{}}} {}\n",
+  fmt::format_to(it,
+                 "# TYPE herd_connections_open gauge\n"
+                 "herd_connections_open{{{}}} {}\n",
                  label, open_connections(now));
   for (size_t i = 0; i < idx(counter::count_); ++i) {
     auto name = metrics::to_string(static_cast<counter>(i));
@@ -138,11 +136,10 @@ std::string format_prometheus(const std::string& server,
     if (now.places_latency[i] == 0)
       continue;
     cumulative += now.places_latency[i];
-    fmt::format_to(it, "herd_places_latency_seconds_bucket{{{},le=\"{}\"}} {}\n",
-                   label,
-                   static_cast<double>(metrics::histogram::upper_bound_us(i))
-                     / 1e6,
-                   cumulative);
+    fmt::format_to(
+        it, "herd_places_latency_seconds_bucket{{{},le=\"{}\"}} {}\n", label,
+        static_cast<double>(metrics::histogram::upper_bound_us(i)) / 1e6,
+        cumulative);
   }
   fmt::format_to(it,
                  "herd_places_latency_seconds_bucket{{{},le=\"+Inf\"}} {}\n"
@@ -169,30 +166,31 @@ metrics_reporter(metrics_actor::stateful_pointer<metrics_state> self,
   init.last = metrics::take_snapshot();
   init.last_time = std::chrono::steady_clock::now();
   metrics::actor_spawned(metrics::actor_kind::metrics);
-  self->attach_functor([] { metrics::actor_quit(metrics::actor_kind::metrics); });
+  self->attach_functor(
+      [] { metrics::actor_quit(metrics::actor_kind::metrics); });
   if (interval.count() > 0)
     self->delayed_send(self, interval, tick_atom::value);
   return {
-    [self](tick_atom) {
-      metrics::handler_scope scope(metrics::actor_kind::metrics,
-                                   self->mailbox().size());
-      auto& st = self->state;
-      self->delayed_send(self, st.interval, tick_atom::value);
-      auto now = metrics::take_snapshot();
-      auto t = std::chrono::steady_clock::now();
-      double secs = std::chrono::duration<double>(t - st.last_time).count();
-      HERD_LOG_INFO("{}", format_metrics(st.server, now, st.last, secs,
-                                         st.peer_names,
-                                         link_states(st.peer_names.size())));
-      st.last = now;
-      st.last_time = t;
-    },
-    [self](caf::get_atom) -> std::string {
-      auto& st = self->state;
-      return format_prometheus(st.server, metrics::take_snapshot(),
-                               st.peer_names,
-                               link_states(st.peer_names.size()));
-    },
+      [self](tick_atom) {
+        metrics::handler_scope scope(metrics::actor_kind::metrics,
+                                     self->mailbox().size());
+        auto& st = self->state;
+        self->delayed_send(self, st.interval, tick_atom::value);
+        auto now = metrics::take_snapshot();
+        auto t = std::chrono::steady_clock::now();
+        double secs = std::chrono::duration<double>(t - st.last_time).count();
+        HERD_LOG_INFO("{}", format_metrics(st.server, now, st.last, secs,
+                                           st.peer_names,
+                                           link_states(st.peer_names.size())));
+        st.last = now;
+        st.last_time = t;
+      },
+      [self](caf::get_atom) -> std::string {
+        auto& st = self->state;
+        return format_prometheus(st.server, metrics::take_snapshot(),
+                                 st.peer_names,
+                                 link_states(st.peer_names.size()));
+      },
   };
 }
 

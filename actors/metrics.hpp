@@ -22,10 +22,10 @@ struct metrics_state {
 };
 
 using metrics_actor = caf::typed_actor<
-  // Time to log (scheduled by the actor itself).
-  caf::reacts_to<tick_atom>,
-  // The current metrics line, on demand (tests, admin).
-  caf::replies_to<caf::get_atom>::with<std::string>>;
+    // Time to log (scheduled by the actor itself).
+    caf::reacts_to<tick_atom>,
+    // The current metrics line, on demand (tests, admin).
+    caf::replies_to<caf::get_atom>::with<std::string>>;
 
 metrics_actor::behavior_type
 metrics_reporter(metrics_actor::stateful_pointer<metrics_state> self,
@@ -39,8 +39,7 @@ std::vector<std::string> link_states(size_t peers);
 /// `since`) with the given peer link states.
 std::string format_metrics(const std::string& server,
                            const metrics::snapshot& now,
-                           const metrics::snapshot& since,
-                           double interval_s,
+                           const metrics::snapshot& since, double interval_s,
                            const std::vector<std::string>& peer_names,
                            const std::vector<std::string>& peer_states);
 

@@ -13,12 +13,12 @@
 #include "actors/client_session.hpp"
 #include "actors/location_registry.hpp"
 #include "actors/metrics.hpp"
-#include "net/metrics.hpp"
 #include "actors/node_context.hpp"
 #include "actors/peer_link.hpp"
 #include "net/admin_server.hpp"
-#include "net/peer_protocol.hpp"
 #include "net/logging.hpp"
+#include "net/metrics.hpp"
+#include "net/peer_protocol.hpp"
 #include "net/tcp_server.hpp"
 
 namespace asio = boost::asio;
@@ -107,8 +107,8 @@ int run_node(const node_options& opts) {
                   "answer REQUEST_DENIED",
                   cfg.places.key_env);
   try {
-    ctx->places = std::make_shared<net::places_client>(pool.at(0),
-                                                       std::move(places));
+    ctx->places =
+        std::make_shared<net::places_client>(pool.at(0), std::move(places));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "herd-node: %s: key \"places\": %s\n",
                  opts.config_origin.c_str(), e.what());
@@ -139,30 +139,30 @@ int run_node(const node_options& opts) {
     asio::ip::tcp::endpoint where(asio::ip::make_address(self_addr.host),
                                   self_addr.port);
     server = std::make_shared<net::listener>(
-      pool.at(0), pool, where,
-      [&sys, ctx, limits, &next_id,
-       max_connections](asio::ip::tcp::socket socket) {
-        auto id = next_id.fetch_add(1, std::memory_order_relaxed);
-        if (ctx->open_connections.load() >= max_connections) {
-          HERD_LOG_WARN("client#{} refused: {} connections open (limit)", id,
-                        max_connections);
-          metrics::add(metrics::counter::connections_refused);
-          return; // the socket closes as it goes out of scope
-        }
-        ++ctx->open_connections;
-        metrics::add(metrics::counter::connections_accepted);
-        auto conn = std::make_shared<net::connection>(std::move(socket),
-                                                      limits, id);
-        HERD_LOG_INFO("client#{} {} connection opened", id, conn->remote());
-        // The session, spawned on the first bytes, counts the connection
-        // down when it ends.
-        conn->start(make_session_forwarder(sys, conn, ctx));
-      });
+        pool.at(0), pool, where,
+        [&sys, ctx, limits, &next_id,
+         max_connections](asio::ip::tcp::socket socket) {
+          auto id = next_id.fetch_add(1, std::memory_order_relaxed);
+          if (ctx->open_connections.load() >= max_connections) {
+            HERD_LOG_WARN("client#{} refused: {} connections open (limit)", id,
+                          max_connections);
+            metrics::add(metrics::counter::connections_refused);
+            return; // the socket closes as it goes out of scope
+          }
+          ++ctx->open_connections;
+          metrics::add(metrics::counter::connections_accepted);
+          auto conn =
+              std::make_shared<net::connection>(std::move(socket), limits, id);
+          HERD_LOG_INFO("client#{} {} connection opened", id, conn->remote());
+          // The session, spawned on the first bytes, counts the connection
+          // down when it ends.
+          conn->start(make_session_forwarder(sys, conn, ctx));
+        });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "herd-node: cannot listen on %s:%u: %s\n",
                  self_addr.host.c_str(), self_addr.port, e.what());
-    HERD_LOG_ERROR("cannot listen on {}:{}: {}", self_addr.host,
-                   self_addr.port, e.what());
+    HERD_LOG_ERROR("cannot listen on {}:{}: {}", self_addr.host, self_addr.port,
+                   e.what());
     log::close();
     return 1;
   }
@@ -176,11 +176,11 @@ int run_node(const node_options& opts) {
   if (cfg.admin.enabled) {
     try {
       admin = std::make_unique<net::admin_server>(
-        pool.at(0), cfg.admin.host, cfg.admin.port,
-        [name = opts.name, link_names] {
-          return format_prometheus(name, metrics::take_snapshot(), link_names,
-                                   link_states(link_names.size()));
-        });
+          pool.at(0), cfg.admin.host, cfg.admin.port,
+          [name = opts.name, link_names] {
+            return format_prometheus(name, metrics::take_snapshot(), link_names,
+                                     link_states(link_names.size()));
+          });
     } catch (const std::exception& e) {
       std::fprintf(stderr,
                    "herd-node: %s: key \"admin.port\": cannot listen on "
@@ -205,16 +205,15 @@ int run_node(const node_options& opts) {
   }
   for (auto& shard : ctx->registry_shards)
     caf::anon_send(shard, peers_atom::value, link_names, links);
-  auto reporter = sys.spawn(metrics_reporter, opts.name,
-                            std::chrono::seconds(cfg.metrics_interval_s),
-                            link_names);
+  auto reporter =
+      sys.spawn(metrics_reporter, opts.name,
+                std::chrono::seconds(cfg.metrics_interval_s), link_names);
   HERD_LOG_INFO("node {} listening on {}:{}", opts.name, self_addr.host,
                 server->port());
   if (admin) {
     bool v6 = cfg.admin.host.find(':') != std::string::npos;
     HERD_LOG_INFO("admin endpoint on http://{}{}{}:{} (/metrics, /healthz)",
-                  v6 ? "[" : "", cfg.admin.host, v6 ? "]" : "",
-                  admin->port());
+                  v6 ? "[" : "", cfg.admin.host, v6 ? "]" : "", admin->port());
     if (!peer::is_loopback_host(cfg.admin.host))
       HERD_LOG_WARN("admin endpoint on {} is not on loopback: /metrics and "
                     "/healthz answer anyone who can reach it",

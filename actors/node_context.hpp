@@ -47,8 +47,8 @@ struct node_context {
   const location_registry_actor& shard_for(std::string_view client_id) const {
     if (registry_shards.size() == 1)
       return registry_shards.front();
-    return registry_shards[std::hash<std::string_view>{}(client_id)
-                           % registry_shards.size()];
+    return registry_shards[std::hash<std::string_view>{}(client_id) %
+                           registry_shards.size()];
   }
 
   size_t shard_index(std::string_view client_id) const {

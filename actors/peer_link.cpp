@@ -17,10 +17,9 @@ using phase = peer_link_state::phase;
 
 /// Forwards what the outbound connection reads, tagged with its attempt.
 class link_forwarder : public net::connection_handler {
-public:
+ public:
   link_forwarder(peer_link_actor link, uint64_t attempt)
-    : link_(std::move(link)), attempt_(attempt) {
-  }
+      : link_(std::move(link)), attempt_(attempt) {}
   void on_lines(std::string bytes, std::vector<uint32_t> ends,
                 int64_t received_ns) override {
     caf::anon_send(link_, lines_atom::value, attempt_,
@@ -36,7 +35,7 @@ public:
                    std::string(net::to_string(why)));
   }
 
-private:
+ private:
   peer_link_actor link_;
   uint64_t attempt_;
 };
@@ -55,21 +54,20 @@ void dial(link_ptr self) {
   auto handle = caf::actor_cast<peer_link_actor>(self);
   auto node = st.node;
   auto& ctx = node->io->next();
-  net::dial(ctx, st.address.host, st.address.port, peer_handshake_timeout,
-            [handle, attempt, node](const boost::system::error_code& ec,
-                                    boost::asio::ip::tcp::socket socket) {
-              if (ec) {
-                caf::anon_send(handle, failed_atom::value, attempt,
-                               ec.message());
-                return;
-              }
-              auto limits = node->limits;
-              limits.max_line_bytes = node_context::peer_line_limit;
-              auto conn = std::make_shared<net::connection>(std::move(socket),
-                                                            limits, 0);
-              caf::anon_send(handle, connected_atom::value, attempt,
-                             std::move(conn));
-            });
+  net::dial(
+      ctx, st.address.host, st.address.port, peer_handshake_timeout,
+      [handle, attempt, node](const boost::system::error_code& ec,
+                              boost::asio::ip::tcp::socket socket) {
+        if (ec) {
+          caf::anon_send(handle, failed_atom::value, attempt, ec.message());
+          return;
+        }
+        auto limits = node->limits;
+        limits.max_line_bytes = node_context::peer_line_limit;
+        auto conn =
+            std::make_shared<net::connection>(std::move(socket), limits, 0);
+        caf::anon_send(handle, connected_atom::value, attempt, std::move(conn));
+      });
 }
 
 /// Drops the current connection and schedules the next attempt.
@@ -128,8 +126,8 @@ void finish_sync(link_ptr self, uint32_t buckets,
     if (!bytes.empty())
       cur.conn->send(std::move(bytes), 0);
     auto ms = std::chrono::duration<double, std::milli>(
-                std::chrono::steady_clock::now() - cur.sync_started)
-                .count();
+                  std::chrono::steady_clock::now() - cur.sync_started)
+                  .count();
     HERD_LOG_INFO("{} catch-up done in {:.1f} ms: {} of {} buckets differed; "
                   "received {} records ({} bytes), sent {} records, {} bytes "
                   "out in all",
@@ -152,24 +150,24 @@ void on_handshake_line(link_ptr self, std::string_view line) {
   if (!st.awaiting_ok) {
     auto ch = peer::parse_challenge(line);
     if (!ch) {
-      HERD_LOG_WARN("{} refused by neighbour or bad handshake: {}",
-                    st.log_name, log::escaped{line.substr(0, 200)});
+      HERD_LOG_WARN("{} refused by neighbour or bad handshake: {}", st.log_name,
+                    log::escaped{line.substr(0, 200)});
       reconnect_later(self, false);
       return;
     }
-    auto expected = peer::handshake_mac(node.peer_secret, "accept",
-                                        node.server_name, st.neighbour,
-                                        st.nonce, ch->nonce);
+    auto expected =
+        peer::handshake_mac(node.peer_secret, "accept", node.server_name,
+                            st.neighbour, st.nonce, ch->nonce);
     if (ch->acceptor != st.neighbour || !peer::mac_equal(ch->mac, expected)) {
       HERD_LOG_WARN("{} refused: the neighbour did not prove the herd secret",
                     st.log_name);
       reconnect_later(self, false);
       return;
     }
-    send_line(self, "HERD-AUTH "
-                      + peer::handshake_mac(node.peer_secret, "dial",
-                                            node.server_name, st.neighbour,
-                                            st.nonce, ch->nonce));
+    send_line(self,
+              "HERD-AUTH " + peer::handshake_mac(node.peer_secret, "dial",
+                                                 node.server_name, st.neighbour,
+                                                 st.nonce, ch->nonce));
     st.awaiting_ok = true;
     return;
   }
@@ -191,7 +189,7 @@ void on_handshake_line(link_ptr self, std::string_view line) {
 void on_lines(link_ptr self, line_batch& batch) {
   auto& st = self->state;
   std::vector<std::vector<location_update>> updates(
-    st.node->registry_shards.size());
+      st.node->registry_shards.size());
   uint32_t begin = 0;
   for (auto end : batch.ends) {
     std::string_view line(batch.bytes.data() + begin, end - begin);
@@ -220,8 +218,8 @@ void on_lines(link_ptr self, line_batch& batch) {
   }
   for (size_t i = 0; i < updates.size(); ++i)
     if (!updates[i].empty())
-      self->send(st.node->registry_shards[i], update_atom::value,
-                 st.neighbour, std::move(updates[i]));
+      self->send(st.node->registry_shards[i], update_atom::value, st.neighbour,
+                 std::move(updates[i]));
   if (st.conn)
     st.conn->send({}, static_cast<uint32_t>(batch.ends.size()));
 }
@@ -235,91 +233,92 @@ peer_link(link_ptr self, std::shared_ptr<const node_context> node,
   st.index = index;
   metrics::actor_spawned(metrics::actor_kind::peer_link);
   self->attach_functor(
-    [] { metrics::actor_quit(metrics::actor_kind::peer_link); });
+      [] { metrics::actor_quit(metrics::actor_kind::peer_link); });
   st.log_name = "peer_link " + node->server_name + "->" + neighbour;
   st.node = std::move(node);
   st.neighbour = std::move(neighbour);
   st.address = std::move(address);
   dial(self);
   return {
-    [self](flood_atom, std::vector<std::string>& lines) {
-      auto& cur = self->state;
-      metrics::handler_scope scope(metrics::actor_kind::peer_link,
-                                   self->mailbox().size());
-      if (cur.now != phase::up && cur.now != phase::syncing) {
-        cur.floods_dropped += lines.size();
-        metrics::add(cur.index, metrics::peer_counter::floods_dropped,
+      [self](flood_atom, std::vector<std::string>& lines) {
+        auto& cur = self->state;
+        metrics::handler_scope scope(metrics::actor_kind::peer_link,
+                                     self->mailbox().size());
+        if (cur.now != phase::up && cur.now != phase::syncing) {
+          cur.floods_dropped += lines.size();
+          metrics::add(cur.index, metrics::peer_counter::floods_dropped,
+                       lines.size());
+          return;
+        }
+        cur.floods_sent += lines.size();
+        metrics::add(cur.index, metrics::peer_counter::floods_sent,
                      lines.size());
-        return;
-      }
-      cur.floods_sent += lines.size();
-      metrics::add(cur.index, metrics::peer_counter::floods_sent,
-                   lines.size());
-      cur.conn->send(join_lines(lines), 0);
-    },
-    [self](connected_atom, uint64_t attempt,
-           std::shared_ptr<net::connection>& conn) {
-      auto& cur = self->state;
-      if (attempt != cur.attempt) {
-        conn->close(net::close_reason::server_close);
-        return;
-      }
-      cur.conn = conn;
-      set_phase(self, phase::handshake);
-      cur.nonce = peer::make_nonce();
-      conn->start(std::make_shared<link_forwarder>(
-        caf::actor_cast<peer_link_actor>(self), attempt));
-      HERD_LOG_INFO("{} connection opened to {}:{}", cur.log_name,
-                    cur.address.host, cur.address.port);
-      peer::hello h{peer::protocol_version, cur.node->server_name, cur.neighbour,
-                    cur.nonce};
-      send_line(self, peer::format_hello(h));
-      self->delayed_send(self, peer_handshake_timeout, timeout_atom::value,
-                         attempt);
-    },
-    [self](failed_atom, uint64_t attempt, const std::string& why) {
-      auto& cur = self->state;
-      if (attempt != cur.attempt)
-        return;
-      if (cur.failures++ == 0)
-        HERD_LOG_INFO("{} cannot connect to {}:{}: {} (retrying every {} ms)",
-                      cur.log_name, cur.address.host, cur.address.port, why,
-                      peer_retry_interval.count());
-      reconnect_later(self, false);
-    },
-    [self](lines_atom, uint64_t attempt, line_batch& batch) {
-      if (attempt == self->state.attempt)
-        on_lines(self, batch);
-    },
-    [self](closed_atom, uint64_t attempt, const std::string& why) {
-      auto& cur = self->state;
-      if (attempt != cur.attempt || !cur.conn)
-        return;
-      bool was_up = cur.now == phase::up || cur.now == phase::syncing;
-      HERD_LOG_INFO("{} connection dropped: {}", cur.log_name, why);
-      // The first retry after a drop goes at once, but at most one per
-      // retry interval, so a link that keeps dropping cannot spin.
-      auto now = std::chrono::steady_clock::now();
-      bool at_once = was_up && now - cur.last_immediate >= peer_retry_interval;
-      if (at_once)
-        cur.last_immediate = now;
-      reconnect_later(self, at_once);
-    },
-    [self](retry_atom, uint64_t attempt) {
-      auto& cur = self->state;
-      if (attempt == cur.attempt && cur.now == phase::down)
-        dial(self);
-    },
-    [self](timeout_atom, uint64_t attempt) {
-      auto& cur = self->state;
-      if (attempt != cur.attempt || cur.now != phase::handshake)
-        return;
-      HERD_LOG_WARN("{} handshake timed out after {} ms", cur.log_name,
-                    peer_handshake_timeout.count());
-      reconnect_later(self, false);
-    },
-    [self](status_atom) -> std::string {
-      switch (self->state.now) {
+        cur.conn->send(join_lines(lines), 0);
+      },
+      [self](connected_atom, uint64_t attempt,
+             std::shared_ptr<net::connection>& conn) {
+        auto& cur = self->state;
+        if (attempt != cur.attempt) {
+          conn->close(net::close_reason::server_close);
+          return;
+        }
+        cur.conn = conn;
+        set_phase(self, phase::handshake);
+        cur.nonce = peer::make_nonce();
+        conn->start(std::make_shared<link_forwarder>(
+            caf::actor_cast<peer_link_actor>(self), attempt));
+        HERD_LOG_INFO("{} connection opened to {}:{}", cur.log_name,
+                      cur.address.host, cur.address.port);
+        peer::hello h{peer::protocol_version, cur.node->server_name,
+                      cur.neighbour, cur.nonce};
+        send_line(self, peer::format_hello(h));
+        self->delayed_send(self, peer_handshake_timeout, timeout_atom::value,
+                           attempt);
+      },
+      [self](failed_atom, uint64_t attempt, const std::string& why) {
+        auto& cur = self->state;
+        if (attempt != cur.attempt)
+          return;
+        if (cur.failures++ == 0)
+          HERD_LOG_INFO("{} cannot connect to {}:{}: {} (retrying every {} ms)",
+                        cur.log_name, cur.address.host, cur.address.port, why,
+                        peer_retry_interval.count());
+        reconnect_later(self, false);
+      },
+      [self](lines_atom, uint64_t attempt, line_batch& batch) {
+        if (attempt == self->state.attempt)
+          on_lines(self, batch);
+      },
+      [self](closed_atom, uint64_t attempt, const std::string& why) {
+        auto& cur = self->state;
+        if (attempt != cur.attempt || !cur.conn)
+          return;
+        bool was_up = cur.now == phase::up || cur.now == phase::syncing;
+        HERD_LOG_INFO("{} connection dropped: {}", cur.log_name, why);
+        // The first retry after a drop goes at once, but at most one per
+        // retry interval, so a link that keeps dropping cannot spin.
+        auto now = std::chrono::steady_clock::now();
+        bool at_once =
+            was_up && now - cur.last_immediate >= peer_retry_interval;
+        if (at_once)
+          cur.last_immediate = now;
+        reconnect_later(self, at_once);
+      },
+      [self](retry_atom, uint64_t attempt) {
+        auto& cur = self->state;
+        if (attempt == cur.attempt && cur.now == phase::down)
+          dial(self);
+      },
+      [self](timeout_atom, uint64_t attempt) {
+        auto& cur = self->state;
+        if (attempt != cur.attempt || cur.now != phase::handshake)
+          return;
+        HERD_LOG_WARN("{} handshake timed out after {} ms", cur.log_name,
+                      peer_handshake_timeout.count());
+        reconnect_later(self, false);
+      },
+      [self](status_atom) -> std::string {
+        switch (self->state.now) {
         case phase::down:
           return "down";
         case phase::connecting:
@@ -330,9 +329,9 @@ peer_link(link_ptr self, std::shared_ptr<const node_context> node,
           return "syncing";
         case phase::up:
           return "up";
-      }
-      return "unknown";
-    },
+        }
+        return "unknown";
+      },
   };
 }
 

@@ -24,12 +24,13 @@ struct peer_link_state {
   phase now = phase::down;
   uint64_t attempt = 0; ///< current dial attempt; older messages are stale
   std::shared_ptr<net::connection> conn;
-  std::string nonce;       ///< ours, for this attempt's handshake
+  std::string nonce;        ///< ours, for this attempt's handshake
   bool awaiting_ok = false; ///< HERD-AUTH sent, HERD-OK not yet read
-  uint32_t failures = 0;   ///< consecutive failed attempts (log once)
+  uint32_t failures = 0;    ///< consecutive failed attempts (log once)
   std::chrono::steady_clock::time_point last_immediate; ///< last at-once retry
 
-  // -- catch-up accounting, for the log ----------------------------------------
+  // -- catch-up accounting, for the log
+  // ----------------------------------------
   std::chrono::steady_clock::time_point sync_started;
   uint64_t sync_bytes_out = 0;
   uint64_t sync_bytes_in = 0;

@@ -19,22 +19,22 @@ whatsat_reply make_whatsat_reply(const std::string& at_line,
     json = places::unknown_error_json("Places request failed: " + result.error);
   } else if (result.http_status >= 500) {
     summary = "upstream answered HTTP " + std::to_string(result.http_status);
-    json = places::unknown_error_json("Places upstream answered HTTP "
-                                      + std::to_string(result.http_status));
+    json = places::unknown_error_json("Places upstream answered HTTP " +
+                                      std::to_string(result.http_status));
   } else {
     // 2xx and 4xx bodies both carry Google's status: pass it through.
     std::string why;
     if (auto cut = places::cut_results(result.body, bound, why)) {
       json = std::move(*cut);
       out.usable = true;
-      summary = "HTTP " + std::to_string(result.http_status) + ", "
-                + std::to_string(result.body.size()) + " bytes";
+      summary = "HTTP " + std::to_string(result.http_status) + ", " +
+                std::to_string(result.body.size()) + " bytes";
     } else {
-      summary = "unusable body (HTTP " + std::to_string(result.http_status)
-                + "): " + why;
+      summary = "unusable body (HTTP " + std::to_string(result.http_status) +
+                "): " + why;
       json = places::unknown_error_json(
-        "Places upstream sent an unusable body (HTTP "
-        + std::to_string(result.http_status) + "): " + why);
+          "Places upstream sent an unusable body (HTTP " +
+          std::to_string(result.http_status) + "): " + why);
     }
   }
   auto& reply = out.bytes;
@@ -46,11 +46,11 @@ whatsat_reply make_whatsat_reply(const std::string& at_line,
   return out;
 }
 
-places_request_actor::behavior_type
-places_request(places_request_actor::stateful_pointer<places_request_state> self,
-               client_session_actor session, uint64_t seq,
-               std::string at_line, places_query query,
-               std::shared_ptr<const node_context> node, std::string log_name) {
+places_request_actor::behavior_type places_request(
+    places_request_actor::stateful_pointer<places_request_state> self,
+    client_session_actor session, uint64_t seq, std::string at_line,
+    places_query query, std::shared_ptr<const node_context> node,
+    std::string log_name) {
   auto& st = self->state;
   st.session = std::move(session);
   st.seq = seq;
@@ -62,41 +62,42 @@ places_request(places_request_actor::stateful_pointer<places_request_state> self
   metrics::actor_spawned(metrics::actor_kind::places_request);
   metrics::add(metrics::counter::places_calls);
   self->attach_functor(
-    [] { metrics::actor_quit(metrics::actor_kind::places_request); });
+      [] { metrics::actor_quit(metrics::actor_kind::places_request); });
   // The completion runs on an io thread: it only forwards to this actor.
   st.node->places->nearby_search(
-    st.query.latitude, st.query.longitude, st.query.radius_m,
-    [handle = caf::actor_cast<places_request_actor>(self)](net::fetch_result r) {
-      caf::anon_send(handle, fetched_atom::value, std::move(r));
-    });
+      st.query.latitude, st.query.longitude, st.query.radius_m,
+      [handle =
+           caf::actor_cast<places_request_actor>(self)](net::fetch_result r) {
+        caf::anon_send(handle, fetched_atom::value, std::move(r));
+      });
   return {
-    [self](fetched_atom, net::fetch_result& result) {
-      metrics::handler_scope scope(metrics::actor_kind::places_request, 0);
-      auto& req = self->state;
-      auto reply = make_whatsat_reply(req.at_line, result, req.query.bound);
-      auto elapsed = std::chrono::steady_clock::now() - req.started;
-      auto ms = std::chrono::duration<double, std::milli>(elapsed).count();
-      metrics::record_places_latency(elapsed);
-      if (!reply.usable) {
-        metrics::add(metrics::counter::places_errors);
-        // The client's own reply always says what failed; say it here too.
-        HERD_LOG_WARN("{} places: {} after {:.1f} ms", req.log_name,
-                      reply.summary, ms);
-      }
-      if (!result.ok && result.error.rfind("timeout", 0) == 0)
-        metrics::add(metrics::counter::places_timeouts);
-      if (req.node->log_messages) {
-        if (reply.usable)
-          HERD_LOG_INFO("{} places: {} in {:.1f} ms", req.log_name,
+      [self](fetched_atom, net::fetch_result& result) {
+        metrics::handler_scope scope(metrics::actor_kind::places_request, 0);
+        auto& req = self->state;
+        auto reply = make_whatsat_reply(req.at_line, result, req.query.bound);
+        auto elapsed = std::chrono::steady_clock::now() - req.started;
+        auto ms = std::chrono::duration<double, std::milli>(elapsed).count();
+        metrics::record_places_latency(elapsed);
+        if (!reply.usable) {
+          metrics::add(metrics::counter::places_errors);
+          // The client's own reply always says what failed; say it here too.
+          HERD_LOG_WARN("{} places: {} after {:.1f} ms", req.log_name,
                         reply.summary, ms);
-        HERD_LOG_INFO("{} out: {} + Places JSON ({} bytes)", req.log_name,
-                      log::escaped{req.at_line},
-                      reply.bytes.size() - req.at_line.size() - 3);
-      }
-      self->send(req.session, places_atom::value, req.seq,
-                 std::move(reply.bytes));
-      self->quit();
-    },
+        }
+        if (!result.ok && result.error.rfind("timeout", 0) == 0)
+          metrics::add(metrics::counter::places_timeouts);
+        if (req.node->log_messages) {
+          if (reply.usable)
+            HERD_LOG_INFO("{} places: {} in {:.1f} ms", req.log_name,
+                          reply.summary, ms);
+          HERD_LOG_INFO("{} out: {} + Places JSON ({} bytes)", req.log_name,
+                        log::escaped{req.at_line},
+                        reply.bytes.size() - req.at_line.size() - 3);
+        }
+        self->send(req.session, places_atom::value, req.seq,
+                   std::move(reply.bytes));
+        self->quit();
+      },
   };
 }
 

@@ -25,11 +25,11 @@ struct places_request_state {
   static inline const char* name = "places_request";
 };
 
-places_request_actor::behavior_type
-places_request(places_request_actor::stateful_pointer<places_request_state> self,
-               client_session_actor session, uint64_t seq,
-               std::string at_line, places_query query,
-               std::shared_ptr<const node_context> node, std::string log_name);
+places_request_actor::behavior_type places_request(
+    places_request_actor::stateful_pointer<places_request_state> self,
+    client_session_actor session, uint64_t seq, std::string at_line,
+    places_query query, std::shared_ptr<const node_context> node,
+    std::string log_name);
 
 /// A WHATSAT reply and how upstream did, for the log and the metrics.
 struct whatsat_reply {

@@ -19,11 +19,11 @@ namespace {
 
 /// Reports errors as "<file>: key "<path>": <what>" so one line says where.
 class reader {
-public:
-  explicit reader(std::string origin) : origin_(std::move(origin)) {
-  }
+ public:
+  explicit reader(std::string origin) : origin_(std::move(origin)) {}
 
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+  [[noreturn]] void fail(const std::string& key,
+                         const std::string& what) const {
     throw config_error(origin_ + ": key \"" + key + "\": " + what);
   }
 
@@ -62,8 +62,8 @@ public:
       fail_value(key, v, "is not a non-negative integer");
     if (x < lo || x > hi)
       fail_value(key, v,
-                 "is out of range (" + std::to_string(lo) + " to "
-                   + std::to_string(hi) + ")");
+                 "is out of range (" + std::to_string(lo) + " to " +
+                     std::to_string(hi) + ")");
     return x;
   }
 
@@ -81,7 +81,7 @@ public:
     }
   }
 
-private:
+ private:
   std::string origin_;
 };
 
@@ -92,8 +92,7 @@ std::string join(const std::string& a, const char* b) {
 void read_places(const reader& r, const json::value& v, places_config& out) {
   const std::string at = "places";
   auto& obj = r.object(v, at);
-  r.only_keys(obj, at,
-              {"api", "endpoint", "key_env", "ca_file", "timeout_ms"});
+  r.only_keys(obj, at, {"api", "endpoint", "key_env", "ca_file", "timeout_ms"});
   if (auto* x = obj.if_contains("api")) {
     out.api = r.string(*x, join(at, "api"));
     if (out.api != "legacy")
@@ -102,8 +101,8 @@ void read_places(const reader& r, const json::value& v, places_config& out) {
   }
   if (auto* x = obj.if_contains("endpoint")) {
     out.endpoint = r.string(*x, join(at, "endpoint"));
-    if (out.endpoint.rfind("http://", 0) != 0
-        && out.endpoint.rfind("https://", 0) != 0)
+    if (out.endpoint.rfind("http://", 0) != 0 &&
+        out.endpoint.rfind("https://", 0) != 0)
       r.fail_value(join(at, "endpoint"), *x,
                    "is not an http:// or https:// URL");
   }
@@ -112,8 +111,8 @@ void read_places(const reader& r, const json::value& v, places_config& out) {
   if (auto* x = obj.if_contains("ca_file"))
     out.ca_file = r.string(*x, join(at, "ca_file"));
   if (auto* x = obj.if_contains("timeout_ms"))
-    out.timeout_ms = static_cast<uint32_t>(
-      r.integer(*x, join(at, "timeout_ms"), 1, 600000));
+    out.timeout_ms =
+        static_cast<uint32_t>(r.integer(*x, join(at, "timeout_ms"), 1, 600000));
 }
 
 void read_limits(const reader& r, const json::value& v, limits_config& out) {
@@ -122,8 +121,7 @@ void read_limits(const reader& r, const json::value& v, limits_config& out) {
   r.only_keys(obj, at,
               {"max_line_bytes", "max_pending_lines", "max_output_bytes",
                "max_connections", "max_peer_output_bytes"});
-  auto u32 = [&](const char* name, uint32_t& field, uint64_t lo,
-                 uint64_t hi) {
+  auto u32 = [&](const char* name, uint32_t& field, uint64_t lo, uint64_t hi) {
     if (auto* x = obj.if_contains(name))
       field = static_cast<uint32_t>(r.integer(*x, join(at, name), lo, hi));
   };
@@ -141,8 +139,8 @@ void read_admin(const reader& r, const json::value& v, admin_config& out) {
   if (auto* x = obj.if_contains("host")) {
     out.host = r.string(*x, join(at, "host"));
     unsigned char addr[sizeof(in6_addr)];
-    if (inet_pton(AF_INET, out.host.c_str(), addr) != 1
-        && inet_pton(AF_INET6, out.host.c_str(), addr) != 1)
+    if (inet_pton(AF_INET, out.host.c_str(), addr) != 1 &&
+        inet_pton(AF_INET6, out.host.c_str(), addr) != 1)
       r.fail_value(join(at, "host"), *x, "is not an IPv4 or IPv6 address");
   }
   if (auto* x = obj.if_contains("port"))
@@ -175,8 +173,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   auto& obj = r.object(root, "(top level)");
   r.only_keys(obj, "",
               {"servers", "links", "places", "threads", "io_threads",
-               "registry_shards", "log_dir", "log_messages",
-               "peer_secret_env", "limits", "metrics_interval_s", "admin"});
+               "registry_shards", "log_dir", "log_messages", "peer_secret_env",
+               "limits", "metrics_interval_s", "admin"});
   herd_config cfg;
   auto* servers = obj.if_contains("servers");
   if (!servers)
@@ -187,8 +185,7 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   for (auto& kv : sobj) {
     std::string name(kv.key());
     std::string at = "servers." + name;
-    if (name.empty()
-        || name.find_first_of(" \t\r\n\v\f") != std::string::npos)
+    if (name.empty() || name.find_first_of(" \t\r\n\v\f") != std::string::npos)
       r.fail(at, "a server name must be non-empty and free of white space");
     auto& s = r.object(kv.value(), at);
     r.only_keys(s, at, {"host", "port"});
@@ -212,8 +209,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
     size_t i = 0;
     for (auto& l : links->get_array()) {
       std::string at = "links[" + std::to_string(i++) + "]";
-      if (!l.is_array() || l.get_array().size() != 2
-          || !l.get_array()[0].is_string() || !l.get_array()[1].is_string())
+      if (!l.is_array() || l.get_array().size() != 2 ||
+          !l.get_array()[0].is_string() || !l.get_array()[1].is_string())
         r.fail_value(at, l, "is not a [name, name] pair");
       std::string a(l.get_array()[0].get_string());
       std::string b(l.get_array()[1].get_string());
@@ -235,8 +232,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   if (auto* x = obj.if_contains("io_threads"))
     cfg.io_threads = static_cast<uint32_t>(r.integer(*x, "io_threads", 1, 256));
   if (auto* x = obj.if_contains("registry_shards"))
-    cfg.registry_shards
-      = static_cast<uint32_t>(r.integer(*x, "registry_shards", 1, 256));
+    cfg.registry_shards =
+        static_cast<uint32_t>(r.integer(*x, "registry_shards", 1, 256));
   if (auto* x = obj.if_contains("log_dir"))
     cfg.log_dir = r.string(*x, "log_dir");
   if (cfg.log_dir.empty())
@@ -244,8 +241,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   if (auto* x = obj.if_contains("log_messages"))
     cfg.log_messages = r.boolean(*x, "log_messages");
   if (auto* x = obj.if_contains("metrics_interval_s"))
-    cfg.metrics_interval_s = static_cast<uint32_t>(
-      r.integer(*x, "metrics_interval_s", 0, 86400));
+    cfg.metrics_interval_s =
+        static_cast<uint32_t>(r.integer(*x, "metrics_interval_s", 0, 86400));
   if (auto* x = obj.if_contains("peer_secret_env"))
     cfg.peer_secret_env = r.string(*x, "peer_secret_env");
   if (auto* x = obj.if_contains("limits"))

@@ -20,17 +20,17 @@ struct server_address {
 struct places_config {
   std::string api = "legacy"; ///< only "legacy" for now
   std::string endpoint =
-    "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
+      "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
   std::string key_env = "GOOGLE_PLACES_API_KEY";
-  std::string ca_file;     ///< empty: the system CA store
+  std::string ca_file; ///< empty: the system CA store
   uint32_t timeout_ms = 5000;
 };
 
 struct limits_config {
-  uint32_t max_line_bytes = 4096;     ///< longer line: connection closed
-  uint32_t max_pending_lines = 256;   ///< unanswered lines before reads pause
+  uint32_t max_line_bytes = 4096;      ///< longer line: connection closed
+  uint32_t max_pending_lines = 256;    ///< unanswered lines before reads pause
   uint32_t max_output_bytes = 4 << 20; ///< queued reply bytes: slow reader cut
-  uint32_t max_connections = 20000;  ///< accepted connections at once
+  uint32_t max_connections = 20000;    ///< accepted connections at once
   /// Unwritten bytes to one neighbour before its link is dropped (and the
   /// neighbour caught up later).
   uint32_t max_peer_output_bytes = 64u << 20;
@@ -52,7 +52,7 @@ struct herd_config {
   uint32_t io_threads = 1; ///< Asio io_context threads
   uint32_t registry_shards = 1;
   std::string log_dir = "logs";
-  bool log_messages = true; ///< one log line per message in and out
+  bool log_messages = true;         ///< one log line per message in and out
   uint32_t metrics_interval_s = 10; ///< metrics log line period; 0: off
   std::string peer_secret_env = "HERD_PEER_SECRET";
   limits_config limits;

@@ -26,15 +26,15 @@ void open(const std::string& dir, const std::string& server) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
-    throw std::runtime_error("cannot create log directory " + dir + ": "
-                             + ec.message());
+    throw std::runtime_error("cannot create log directory " + dir + ": " +
+                             ec.message());
   auto path = (fs::path(dir) / (server + ".log")).string();
   try {
     spdlog::init_thread_pool(queue_items, 1);
     file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
     auto logger = std::make_shared<spdlog::async_logger>(
-      server, file_sink, spdlog::thread_pool(),
-      spdlog::async_overflow_policy::block);
+        server, file_sink, spdlog::thread_pool(),
+        spdlog::async_overflow_policy::block);
     spdlog::register_logger(logger);
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f%z %l %v");
     logger->flush_on(spdlog::level::warn);
@@ -56,7 +56,8 @@ void close() {
   // then flush the file from here.
   if (auto pool = spdlog::thread_pool()) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (pool->queue_size() > 0 && std::chrono::steady_clock::now() < deadline)
+    while (pool->queue_size() > 0 &&
+           std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   if (file_sink)

@@ -37,11 +37,11 @@ struct escaped {
 
 } // namespace herd::log
 
-template <>
+template<>
 struct fmt::formatter<herd::log::escaped> : fmt::formatter<std::string_view> {
-  template <class FormatContext>
+  template<class FormatContext>
   auto format(const herd::log::escaped& e, FormatContext& ctx) const
-    -> decltype(ctx.out()) {
+      -> decltype(ctx.out()) {
     if (!herd::log::needs_escape(e.text))
       return fmt::formatter<std::string_view>::format(e.text, ctx);
     static constexpr char hex[] = "0123456789abcdef";

@@ -29,74 +29,74 @@ block* register_block() {
 
 const char* to_string(counter c) {
   switch (c) {
-    case counter::connections_accepted:
-      return "connections_accepted";
-    case counter::connections_closed:
-      return "connections_closed";
-    case counter::connections_refused:
-      return "connections_refused";
-    case counter::in_iamat:
-      return "in_iamat";
-    case counter::in_whatsat:
-      return "in_whatsat";
-    case counter::in_at:
-      return "in_at";
-    case counter::in_invalid:
-      return "in_invalid";
-    case counter::out_at:
-      return "out_at";
-    case counter::out_whatsat:
-      return "out_whatsat";
-    case counter::out_invalid:
-      return "out_invalid";
-    case counter::updates_stored:
-      return "updates_stored";
-    case counter::updates_stale:
-      return "updates_stale";
-    case counter::places_calls:
-      return "places_calls";
-    case counter::places_errors:
-      return "places_errors";
-    case counter::places_timeouts:
-      return "places_timeouts";
-    case counter::count_:
-      break;
+  case counter::connections_accepted:
+    return "connections_accepted";
+  case counter::connections_closed:
+    return "connections_closed";
+  case counter::connections_refused:
+    return "connections_refused";
+  case counter::in_iamat:
+    return "in_iamat";
+  case counter::in_whatsat:
+    return "in_whatsat";
+  case counter::in_at:
+    return "in_at";
+  case counter::in_invalid:
+    return "in_invalid";
+  case counter::out_at:
+    return "out_at";
+  case counter::out_whatsat:
+    return "out_whatsat";
+  case counter::out_invalid:
+    return "out_invalid";
+  case counter::updates_stored:
+    return "updates_stored";
+  case counter::updates_stale:
+    return "updates_stale";
+  case counter::places_calls:
+    return "places_calls";
+  case counter::places_errors:
+    return "places_errors";
+  case counter::places_timeouts:
+    return "places_timeouts";
+  case counter::count_:
+    break;
   }
   return "unknown";
 }
 
 const char* to_string(peer_counter c) {
   switch (c) {
-    case peer_counter::floods_sent:
-      return "floods_sent";
-    case peer_counter::floods_dropped:
-      return "floods_dropped";
-    case peer_counter::updates_received:
-      return "updates_received";
-    case peer_counter::updates_stale:
-      return "updates_stale";
-    case peer_counter::catchups:
-      return "catchups";
-    case peer_counter::count_:
-      break;
+  case peer_counter::floods_sent:
+    return "floods_sent";
+  case peer_counter::floods_dropped:
+    return "floods_dropped";
+  case peer_counter::updates_received:
+    return "updates_received";
+  case peer_counter::updates_stale:
+    return "updates_stale";
+  case peer_counter::catchups:
+    return "catchups";
+  case peer_counter::count_:
+    break;
   }
   return "unknown";
 }
 
 const char* to_string(actor_kind k) {
   switch (k) {
-    case actor_kind::client_session:
-      return "client_session";
-    case actor_kind::location_registry:
-      return "location_registry";
-    case actor_kind::places_request:
-      return "places_request";
-    case actor_kind::peer_link:
-      return "peer_link";
-    case actor_kind::metrics:
-      return "metrics";
-    case actor_kind::count_:
-      break;
+  case actor_kind::client_session:
+    return "client_session";
+  case actor_kind::location_registry:
+    return "location_registry";
+  case actor_kind::places_request:
+    return "places_request";
+  case actor_kind::peer_link:
+    return "peer_link";
+  case actor_kind::metrics:
+    return "metrics";
+  case actor_kind::count_:
+    break;
   }
   return "unknown";
 }
@@ -109,31 +109,30 @@ std::array<std::atomic<uint8_t>, max_peers> link_states{};
 
 const char* to_string(link_state s) {
   switch (s) {
-    case link_state::down:
-      return "down";
-    case link_state::connecting:
-      return "connecting";
-    case link_state::handshake:
-      return "handshake";
-    case link_state::syncing:
-      return "syncing";
-    case link_state::up:
-      return "up";
+  case link_state::down:
+    return "down";
+  case link_state::connecting:
+    return "connecting";
+  case link_state::handshake:
+    return "handshake";
+  case link_state::syncing:
+    return "syncing";
+  case link_state::up:
+    return "up";
   }
   return "unknown";
 }
 
 void set_link_state(size_t peer, link_state s) noexcept {
   if (peer < max_peers)
-    link_states[peer].store(static_cast<uint8_t>(s),
-                            std::memory_order_relaxed);
+    link_states[peer].store(static_cast<uint8_t>(s), std::memory_order_relaxed);
 }
 
 link_state get_link_state(size_t peer) noexcept {
   if (peer >= max_peers)
     return link_state::down;
   return static_cast<link_state>(
-    link_states[peer].load(std::memory_order_relaxed));
+      link_states[peer].load(std::memory_order_relaxed));
 }
 
 size_t histogram::bucket_of(uint64_t us) noexcept {
@@ -160,12 +159,12 @@ block& local() noexcept {
 
 void record_places_latency(std::chrono::nanoseconds d) noexcept {
   auto us = static_cast<uint64_t>(
-    std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+      std::chrono::duration_cast<std::chrono::microseconds>(d).count());
   bump(local().places_latency.counts[histogram::bucket_of(us)]);
 }
 
-double snapshot::quantile_us(
-  const std::array<uint64_t, histogram::buckets>& h, double q) {
+double snapshot::quantile_us(const std::array<uint64_t, histogram::buckets>& h,
+                             double q) {
   uint64_t total = 0;
   for (auto c : h)
     total += c;
@@ -200,8 +199,8 @@ snapshot take_snapshot() {
       s.actors[k].quit += rd(a.quit);
       s.actors[k].messages += rd(a.messages);
       s.actors[k].busy_ns += rd(a.busy_ns);
-      s.actors[k].max_mailbox
-        = std::max(s.actors[k].max_mailbox, rd(a.max_mailbox));
+      s.actors[k].max_mailbox =
+          std::max(s.actors[k].max_mailbox, rd(a.max_mailbox));
     }
     for (size_t i = 0; i < histogram::buckets; ++i)
       s.places_latency[i] += rd(b->places_latency.counts[i]);

@@ -20,8 +20,8 @@ enum class counter : uint16_t {
   connections_refused,
   in_iamat,
   in_whatsat,
-  in_at,      ///< AT lines from authenticated peers
-  in_invalid, ///< lines answered with "? "
+  in_at,       ///< AT lines from authenticated peers
+  in_invalid,  ///< lines answered with "? "
   out_at,      ///< IAMAT replies
   out_whatsat, ///< WHATSAT replies (AT line + Places JSON)
   out_invalid,
@@ -78,11 +78,11 @@ struct actor_stats {
 /// One thread's counters.
 struct block {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(counter::count_)>
-    counters{};
+      counters{};
   std::array<std::array<std::atomic<uint64_t>,
                         static_cast<size_t>(peer_counter::count_)>,
              max_peers>
-    peers{};
+      peers{};
   std::array<actor_stats, static_cast<size_t>(actor_kind::count_)> actors{};
   histogram places_latency;
 };
@@ -115,24 +115,24 @@ inline void actor_quit(actor_kind k) noexcept {
 /// Counts one handled message of an actor kind and its time, and keeps the
 /// largest mailbox seen. Use as a guard at the top of a handler.
 class handler_scope {
-public:
+ public:
   handler_scope(actor_kind k, size_t mailbox) noexcept
-    : stats_(local().actors[static_cast<size_t>(k)]),
-      start_(std::chrono::steady_clock::now()) {
+      : stats_(local().actors[static_cast<size_t>(k)]),
+        start_(std::chrono::steady_clock::now()) {
     if (mailbox > stats_.max_mailbox.load(std::memory_order_relaxed))
       stats_.max_mailbox.store(mailbox, std::memory_order_relaxed);
   }
   ~handler_scope() {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                std::chrono::steady_clock::now() - start_)
-                .count();
+                  std::chrono::steady_clock::now() - start_)
+                  .count();
     bump(stats_.messages);
     bump(stats_.busy_ns, static_cast<uint64_t>(ns));
   }
   handler_scope(const handler_scope&) = delete;
   handler_scope& operator=(const handler_scope&) = delete;
 
-private:
+ private:
   actor_stats& stats_;
   std::chrono::steady_clock::time_point start_;
 };
@@ -148,20 +148,17 @@ struct snapshot {
   std::array<uint64_t, static_cast<size_t>(counter::count_)> counters{};
   std::array<std::array<uint64_t, static_cast<size_t>(peer_counter::count_)>,
              max_peers>
-    peers{};
+      peers{};
   struct actor {
-    uint64_t spawned = 0, quit = 0, messages = 0, busy_ns = 0,
-             max_mailbox = 0;
+    uint64_t spawned = 0, quit = 0, messages = 0, busy_ns = 0, max_mailbox = 0;
   };
   std::array<actor, static_cast<size_t>(actor_kind::count_)> actors{};
   std::array<uint64_t, histogram::buckets> places_latency{};
 
-  uint64_t get(counter c) const {
-    return counters[static_cast<size_t>(c)];
-  }
+  uint64_t get(counter c) const { return counters[static_cast<size_t>(c)]; }
   /// The latency quantile q (0..1) of the histogram `h`, in µs.
-  static double quantile_us(
-    const std::array<uint64_t, histogram::buckets>& h, double q);
+  static double quantile_us(const std::array<uint64_t, histogram::buckets>& h,
+                            double q);
 };
 
 snapshot take_snapshot();

@@ -45,8 +45,7 @@ bool is_token(std::string_view s, size_t max = 256) {
   return !s.empty() && s.size() <= max;
 }
 
-template <class T>
-bool parse_number(std::string_view s, T& out, int base = 10) {
+template<class T> bool parse_number(std::string_view s, T& out, int base = 10) {
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out, base);
   return ec == std::errc{} && ptr == s.data() + s.size();
 }
@@ -89,19 +88,20 @@ std::string handshake_mac(std::string_view secret, std::string_view role,
 }
 
 bool mac_equal(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+  return a.size() == b.size() &&
+         CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 std::string format_hello(const hello& h) {
-  return "HERD-HELLO " + std::to_string(h.version) + " " + h.dialer + " "
-         + h.acceptor + " " + h.nonce;
+  return "HERD-HELLO " + std::to_string(h.version) + " " + h.dialer + " " +
+         h.acceptor + " " + h.nonce;
 }
 
 std::optional<hello> parse_hello(std::string_view line) {
   auto f = fields(line);
   hello h;
-  if (f.size() != 5 || f[0] != "HERD-HELLO" || !parse_number(f[1], h.version)
-      || !is_token(f[2]) || !is_token(f[3]) || !is_token(f[4], 64))
+  if (f.size() != 5 || f[0] != "HERD-HELLO" || !parse_number(f[1], h.version) ||
+      !is_token(f[2]) || !is_token(f[3]) || !is_token(f[4], 64))
     return std::nullopt;
   h.dialer = f[2];
   h.acceptor = f[3];
@@ -115,8 +115,8 @@ std::string format_challenge(const challenge& c) {
 
 std::optional<challenge> parse_challenge(std::string_view line) {
   auto f = fields(line);
-  if (f.size() != 4 || f[0] != "HERD-CHALLENGE" || !is_token(f[1])
-      || !is_token(f[2], 64) || !is_token(f[3], 128))
+  if (f.size() != 4 || f[0] != "HERD-CHALLENGE" || !is_token(f[1]) ||
+      !is_token(f[2], 64) || !is_token(f[3], 128))
     return std::nullopt;
   return challenge{std::string(f[1]), std::string(f[2]), std::string(f[3])};
 }
@@ -139,8 +139,8 @@ uint64_t client_hash(std::string_view client_id) noexcept {
 
 uint64_t record_hash(uint64_t client_hash, int64_t time_ns) noexcept {
   // splitmix64 finalizer over the client hash mixed with the time.
-  uint64_t z = client_hash ^ (static_cast<uint64_t>(time_ns)
-                              * 0x9e3779b97f4a7c15ull);
+  uint64_t z =
+      client_hash ^ (static_cast<uint64_t>(time_ns) * 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
@@ -170,7 +170,7 @@ std::string format_sync(const std::vector<uint64_t>& digests) {
   for (auto d : digests) {
     char buf[16];
     auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), d, 16);
-    (void) ec;
+    (void)ec;
     out += ' ';
     out.append(buf, end);
   }
@@ -180,8 +180,8 @@ std::string format_sync(const std::vector<uint64_t>& digests) {
 std::optional<std::vector<uint64_t>> parse_sync(std::string_view line) {
   auto f = fields(line);
   uint32_t n = 0;
-  if (f.size() < 2 || f[0] != "SYNC" || !parse_number(f[1], n)
-      || !is_power_of_two(n) || n > max_buckets || f.size() != n + 2u)
+  if (f.size() < 2 || f[0] != "SYNC" || !parse_number(f[1], n) ||
+      !is_power_of_two(n) || n > max_buckets || f.size() != n + 2u)
     return std::nullopt;
   std::vector<uint64_t> out(n);
   for (uint32_t i = 0; i < n; ++i)
@@ -204,8 +204,8 @@ std::optional<std::pair<uint32_t, std::vector<uint32_t>>>
 parse_sync_end(std::string_view line) {
   auto f = fields(line);
   uint32_t n = 0;
-  if (f.size() < 2 || f[0] != "SYNC-END" || !parse_number(f[1], n)
-      || !is_power_of_two(n) || n > max_buckets)
+  if (f.size() < 2 || f[0] != "SYNC-END" || !parse_number(f[1], n) ||
+      !is_power_of_two(n) || n > max_buckets)
     return std::nullopt;
   std::vector<uint32_t> buckets;
   for (size_t i = 2; i < f.size(); ++i) {

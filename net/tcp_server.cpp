@@ -24,16 +24,16 @@ int64_t realtime_ns() noexcept {
 
 const char* to_string(close_reason r) {
   switch (r) {
-    case close_reason::finished:
-      return "finished";
-    case close_reason::peer_reset:
-      return "peer reset or vanished";
-    case close_reason::line_too_long:
-      return "line too long";
-    case close_reason::slow_reader:
-      return "slow reader (output limit)";
-    case close_reason::server_close:
-      return "closed by server";
+  case close_reason::finished:
+    return "finished";
+  case close_reason::peer_reset:
+    return "peer reset or vanished";
+  case close_reason::line_too_long:
+    return "line too long";
+  case close_reason::slow_reader:
+    return "slow reader (output limit)";
+  case close_reason::server_close:
+    return "closed by server";
   }
   return "unknown";
 }
@@ -54,8 +54,8 @@ io_pool::~io_pool() {
 }
 
 asio::io_context& io_pool::next() {
-  return *contexts_[next_.fetch_add(1, std::memory_order_relaxed)
-                    % contexts_.size()];
+  return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) %
+                    contexts_.size()];
 }
 
 void io_pool::start() {
@@ -89,10 +89,8 @@ char* thread_read_buffer() {
 
 connection::connection(tcp::socket socket, connection_limits limits,
                        uint64_t id)
-  : socket_(std::move(socket)),
-    limits_(limits),
-    id_(id),
-    max_line_bytes_(limits.max_line_bytes) {
+    : socket_(std::move(socket)), limits_(limits), id_(id),
+      max_line_bytes_(limits.max_line_bytes) {
   boost::system::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   if (!ec)
@@ -128,11 +126,11 @@ void connection::wait_readable() {
     read_paused_.store(false);
   }
   reading_ = true;
-  socket_.async_wait(tcp::socket::wait_read,
-                     [self = shared_from_this()](
-                       const boost::system::error_code& ec) {
-                       self->on_readable(ec);
-                     });
+  socket_.async_wait(
+      tcp::socket::wait_read,
+      [self = shared_from_this()](const boost::system::error_code& ec) {
+        self->on_readable(ec);
+      });
 }
 
 void connection::on_readable(const boost::system::error_code& ec) {
@@ -202,8 +200,7 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
     pos = nl + 1;
   }
   if (pos < end) {
-    if (partial_.size() + static_cast<size_t>(end - pos)
-        > max_line_limit) {
+    if (partial_.size() + static_cast<size_t>(end - pos) > max_line_limit) {
       do_close(close_reason::line_too_long);
       return;
     }
@@ -230,8 +227,8 @@ void connection::send(std::string bytes, uint32_t answered) {
   if (!writing_ && queue_.empty()) {
     // Nothing ahead of these bytes: write them now, on this thread.
     auto fd = socket_.native_handle();
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(),
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n == static_cast<ssize_t>(bytes.size()))
       return;
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -270,10 +267,10 @@ void connection::write_some() {
     buffers.emplace_back(asio::buffer(b));
   asio::async_write(socket_, buffers,
                     [self = shared_from_this()](
-                      const boost::system::error_code& ec, size_t written) {
+                        const boost::system::error_code& ec, size_t written) {
                       std::unique_lock<std::mutex> guard(self->mtx_);
-                      self->queued_bytes_ -= std::min(self->queued_bytes_,
-                                                      written);
+                      self->queued_bytes_ -=
+                          std::min(self->queued_bytes_, written);
                       self->inflight_.clear();
                       if (self->closed_) {
                         guard.unlock();
@@ -352,19 +349,18 @@ void connection::set_output_limit(uint32_t bytes) {
   limits_.max_output_bytes = bytes;
 }
 
-// -- dial -----------------------------------------------------------------------
+// -- dial
+// -----------------------------------------------------------------------
 
-void dial(asio::io_context& ctx, const std::string& host, uint16_t port,
-          std::chrono::milliseconds timeout,
-          std::function<void(const boost::system::error_code&, tcp::socket)>
-            done) {
+void dial(
+    asio::io_context& ctx, const std::string& host, uint16_t port,
+    std::chrono::milliseconds timeout,
+    std::function<void(const boost::system::error_code&, tcp::socket)> done) {
   struct attempt {
-    attempt(asio::io_context& c, std::function<void(
-                                   const boost::system::error_code&,
-                                   tcp::socket)>
-                                   f)
-      : resolver(c), socket(c), timer(c), done(std::move(f)) {
-    }
+    attempt(
+        asio::io_context& c,
+        std::function<void(const boost::system::error_code&, tcp::socket)> f)
+        : resolver(c), socket(c), timer(c), done(std::move(f)) {}
     tcp::resolver resolver;
     tcp::socket socket;
     asio::steady_timer timer;
@@ -395,26 +391,26 @@ void dial(asio::io_context& ctx, const std::string& host, uint16_t port,
     }
   });
   a->resolver.async_resolve(
-    host, std::to_string(port),
-    [a](const boost::system::error_code& ec,
-        const tcp::resolver::results_type& results) {
-      if (a->finished)
-        return;
-      if (ec) {
-        a->finish(ec);
-        return;
-      }
-      asio::async_connect(a->socket, results,
-                          [a](const boost::system::error_code& cec,
-                              const tcp::endpoint&) { a->finish(cec); });
-    });
+      host, std::to_string(port),
+      [a](const boost::system::error_code& ec,
+          const tcp::resolver::results_type& results) {
+        if (a->finished)
+          return;
+        if (ec) {
+          a->finish(ec);
+          return;
+        }
+        asio::async_connect(a->socket, results,
+                            [a](const boost::system::error_code& cec,
+                                const tcp::endpoint&) { a->finish(cec); });
+      });
 }
 
 // -- listener -----------------------------------------------------------------
 
 listener::listener(asio::io_context& accept_ctx, io_pool& pool,
                    const tcp::endpoint& where, accept_fn on_accept)
-  : acceptor_(accept_ctx), pool_(pool), on_accept_(std::move(on_accept)) {
+    : acceptor_(accept_ctx), pool_(pool), on_accept_(std::move(on_accept)) {
   acceptor_.open(where.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));
   acceptor_.bind(where);
@@ -437,24 +433,24 @@ uint16_t listener::port() const {
 }
 
 void listener::accept_next() {
-  acceptor_.async_accept(
-    pool_.next(), [self = shared_from_this()](const boost::system::error_code& ec,
-                                              tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open())
-        return;
-      if (ec) {
-        // Out of descriptors or a transient error: pause briefly instead of
-        // spinning on a listener that cannot accept right now.
-        auto timer = std::make_shared<asio::steady_timer>(
+  acceptor_.async_accept(pool_.next(), [self = shared_from_this()](
+                                           const boost::system::error_code& ec,
+                                           tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !self->acceptor_.is_open())
+      return;
+    if (ec) {
+      // Out of descriptors or a transient error: pause briefly instead of
+      // spinning on a listener that cannot accept right now.
+      auto timer = std::make_shared<asio::steady_timer>(
           self->acceptor_.get_executor(), std::chrono::milliseconds(50));
-        timer->async_wait([self, timer](const boost::system::error_code&) {
-          self->accept_next();
-        });
-        return;
-      }
-      self->on_accept_(std::move(socket));
-      self->accept_next();
-    });
+      timer->async_wait([self, timer](const boost::system::error_code&) {
+        self->accept_next();
+      });
+      return;
+    }
+    self->on_accept_(std::move(socket));
+    self->accept_next();
+  });
 }
 
 } // namespace herd::net

@@ -23,25 +23,21 @@ namespace herd::net {
 /// N io_contexts with one thread each. A connection lives on one context for
 /// its whole life, so its handlers never race and need no strand.
 class io_pool {
-public:
+ public:
   explicit io_pool(size_t size);
   ~io_pool();
 
   /// The next context, round robin.
   boost::asio::io_context& next();
-  boost::asio::io_context& at(size_t i) {
-    return *contexts_[i];
-  }
-  size_t size() const noexcept {
-    return contexts_.size();
-  }
+  boost::asio::io_context& at(size_t i) { return *contexts_[i]; }
+  size_t size() const noexcept { return contexts_.size(); }
 
   void start();
   void stop();
 
-private:
-  using work_guard
-    = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+ private:
+  using work_guard =
+      boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
   std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   std::vector<work_guard> guards_;
   std::vector<std::thread> threads_;
@@ -67,13 +63,12 @@ const char* to_string(close_reason r);
 
 /// Receives what a connection reads. Called on the connection's io thread.
 class connection_handler {
-public:
+ public:
   virtual ~connection_handler() = default;
   /// Complete lines (terminator removed), back to back in `bytes`, each
   /// ending at the matching offset in `ends`.
   virtual void on_lines(std::string bytes, std::vector<uint32_t> ends,
-                        int64_t received_ns)
-    = 0;
+                        int64_t received_ns) = 0;
   /// The client half-closed; no more lines will come.
   virtual void on_eof() = 0;
   /// The connection is closed; nothing more will be called.
@@ -81,7 +76,7 @@ public:
 };
 
 class connection : public std::enable_shared_from_this<connection> {
-public:
+ public:
   connection(boost::asio::ip::tcp::socket socket, connection_limits limits,
              uint64_t id);
   ~connection();
@@ -110,21 +105,17 @@ public:
   /// any client line). Any thread; applies to bytes read afterwards.
   void set_line_limit(uint32_t bytes);
 
-  uint64_t id() const noexcept {
-    return id_;
-  }
-  const std::string& remote() const noexcept {
-    return remote_;
-  }
+  uint64_t id() const noexcept { return id_; }
+  const std::string& remote() const noexcept { return remote_; }
 
-private:
+ private:
   void wait_readable();
   void on_readable(const boost::system::error_code& ec);
   void deliver(const char* data, size_t size, int64_t now_ns);
-  void write_some();                 // requires mtx_
+  void write_some();                   // requires mtx_
   void close_locked(close_reason why); // requires mtx_; handler called later
   void do_close(close_reason why);
-  void maybe_finish_locked();          // requires mtx_
+  void maybe_finish_locked(); // requires mtx_
 
   boost::asio::ip::tcp::socket socket_;
   connection_limits limits_;
@@ -153,7 +144,7 @@ private:
 
 /// Accepts connections on one address and hands each to `on_accept`.
 class listener : public std::enable_shared_from_this<listener> {
-public:
+ public:
   using accept_fn = std::function<void(boost::asio::ip::tcp::socket)>;
 
   /// Binds and listens; throws boost::system::system_error on failure.
@@ -164,7 +155,7 @@ public:
   void stop();
   uint16_t port() const;
 
-private:
+ private:
   void accept_next();
 
   boost::asio::ip::tcp::acceptor acceptor_;
@@ -179,7 +170,7 @@ void dial(boost::asio::io_context& ctx, const std::string& host, uint16_t port,
           std::chrono::milliseconds timeout,
           std::function<void(const boost::system::error_code&,
                              boost::asio::ip::tcp::socket)>
-            done);
+              done);
 
 /// CLOCK_REALTIME in nanoseconds.
 int64_t realtime_ns() noexcept;

@@ -1004,19 +1004,19 @@ TEST_CASE("without a secret a herd beyond loopback refuses to start",
   temp_dir dir;
   // A neighbour on a host that is not loopback (the .invalid name never
   // resolves, so nothing could leave the machine even if the node started).
-  auto config = R"({"servers": {"Alpha": {"host": "127.0.0.1", "port": )"
-                + std::to_string(free_port()) + R"(},
+  auto config = R"({"servers": {"Alpha": {"host": "127.0.0.1", "port": )" +
+                std::to_string(free_port()) + R"(},
                      "Remote": {"host": "herd-remote.invalid", "port": 1}},
                     "links": [["Alpha", "Remote"]],
-                    "log_dir": ")"
-                + dir.file("logs") + R"("})";
+                    "log_dir": ")" +
+                dir.file("logs") + R"("})";
   write_file(dir.file("herd.json"), config);
   process p({herd_node_bin(), "Alpha", "--config", dir.file("herd.json")},
             {{secret_env, std::nullopt}}, dir.file("alpha.stdout"),
             dir.file("alpha.stderr"));
   auto status = p.wait_exit(5000ms);
-  CHECK(describe(status)
-        == describe(exit_status{true, 2, 0, false, status.elapsed}));
+  CHECK(describe(status) ==
+        describe(exit_status{true, 2, 0, false, status.elapsed}));
   auto err = p.stderr_text();
   INFO("stderr: " << err);
   CHECK(count_lines(err) == 1);

@@ -39,8 +39,8 @@ TEST_CASE("the built-in default config is the shipped config file") {
 
 TEST_CASE("neighbours come from the links in both directions") {
   auto cfg = default_config();
-  CHECK(cfg.neighbours("Campbell")
-        == std::vector<std::string>{"Bailey", "Bona", "Jaquez"});
+  CHECK(cfg.neighbours("Campbell") ==
+        std::vector<std::string>{"Bailey", "Bona", "Jaquez"});
   CHECK(cfg.neighbours("Clark") == std::vector<std::string>{"Jaquez", "Bona"});
 }
 
@@ -53,8 +53,8 @@ TEST_CASE("a minimal config gets sane defaults") {
 }
 
 TEST_CASE("an unknown key is an error naming the file and the key") {
-  auto err = error_of(
-    R"({"servers": {"A": {"host": "h", "port": 1}}, "thread": 4})");
+  auto err =
+      error_of(R"({"servers": {"A": {"host": "h", "port": 1}}, "thread": 4})");
   CHECK(err == "test.json: key \"thread\": unknown key");
   err = error_of(R"({"servers": {"A": {"host": "h", "port": 1}},
                      "places": {"timeout": 5}})");
@@ -62,32 +62,31 @@ TEST_CASE("an unknown key is an error naming the file and the key") {
 }
 
 TEST_CASE("a bad value is an error naming the key and the value") {
-  CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 70000}}})")
-        == "test.json: key \"servers.A.port\": value 70000 is out of range "
-           "(1 to 65535)");
-  CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": "x"}}})")
-        == "test.json: key \"servers.A.port\": value \"x\" is not a "
-           "non-negative integer");
+  CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 70000}}})") ==
+        "test.json: key \"servers.A.port\": value 70000 is out of range "
+        "(1 to 65535)");
+  CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": "x"}}})") ==
+        "test.json: key \"servers.A.port\": value \"x\" is not a "
+        "non-negative integer");
   CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 1}},
-                     "threads": 0})")
-        == "test.json: key \"threads\": value 0 is out of range (1 to 1024)");
+                     "threads": 0})") ==
+        "test.json: key \"threads\": value 0 is out of range (1 to 1024)");
   CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 1}},
                      "places": {"endpoint": "ftp://x"}})")
-          .find("key \"places.endpoint\": value \"ftp://x\"")
-        != std::string::npos);
+            .find("key \"places.endpoint\": value \"ftp://x\"") !=
+        std::string::npos);
 }
 
 TEST_CASE("links must name configured servers, once each") {
   auto two = std::string(R"({"servers": {"A": {"host": "h", "port": 1},
                                           "B": {"host": "h", "port": 2}},)");
-  CHECK(error_of(two + R"("links": [["A", "C"]]})")
-        == "test.json: key \"links[0]\": value [\"A\",\"C\"] names \"C\", "
-           "which is not in servers");
+  CHECK(error_of(two + R"("links": [["A", "C"]]})") ==
+        "test.json: key \"links[0]\": value [\"A\",\"C\"] names \"C\", "
+        "which is not in servers");
   CHECK(error_of(two + R"("links": [["A", "B"], ["B", "A"]]})")
-          .find("repeats a link")
-        != std::string::npos);
-  CHECK(error_of(two + R"("links": [["A", "A"]]})").find("itself")
-        != std::string::npos);
+            .find("repeats a link") != std::string::npos);
+  CHECK(error_of(two + R"("links": [["A", "A"]]})").find("itself") !=
+        std::string::npos);
 }
 
 TEST_CASE("text that is not JSON is an error naming the file") {
@@ -126,26 +125,27 @@ TEST_CASE("an admin key with a port turns the endpoint on, on loopback unless "
 TEST_CASE("a bad admin port, host or sub-key is an error naming the key",
           "[admin]") {
   auto with_admin = [](const std::string& admin) {
-    return error_of(R"({"servers": {"A": {"host": "h", "port": 1}}, "admin": )"
-                    + admin + "}");
+    return error_of(
+        R"({"servers": {"A": {"host": "h", "port": 1}}, "admin": )" + admin +
+        "}");
   };
-  CHECK(with_admin(R"({"port": 0})")
-        == "test.json: key \"admin.port\": value 0 is out of range (1 to "
-           "65535)");
-  CHECK(with_admin(R"({"port": 70000})")
-        == "test.json: key \"admin.port\": value 70000 is out of range (1 to "
-           "65535)");
-  CHECK(with_admin(R"({"port": "9100"})")
-        == "test.json: key \"admin.port\": value \"9100\" is not a "
-           "non-negative integer");
-  CHECK(with_admin(R"({"host": "127.0.0.1"})")
-        == "test.json: key \"admin.port\": missing: the admin endpoint needs "
-           "a port");
-  CHECK(with_admin(R"({"host": "localhost", "port": 9100})")
-        == "test.json: key \"admin.host\": value \"localhost\" is not an IPv4 "
-           "or IPv6 address");
-  CHECK(with_admin(R"({"port": 9100, "path": "/metrics"})")
-        == "test.json: key \"admin.path\": unknown key");
-  CHECK(with_admin("9100")
-        == "test.json: key \"admin\": value 9100 is not an object");
+  CHECK(with_admin(R"({"port": 0})") ==
+        "test.json: key \"admin.port\": value 0 is out of range (1 to "
+        "65535)");
+  CHECK(with_admin(R"({"port": 70000})") ==
+        "test.json: key \"admin.port\": value 70000 is out of range (1 to "
+        "65535)");
+  CHECK(with_admin(R"({"port": "9100"})") ==
+        "test.json: key \"admin.port\": value \"9100\" is not a "
+        "non-negative integer");
+  CHECK(with_admin(R"({"host": "127.0.0.1"})") ==
+        "test.json: key \"admin.port\": missing: the admin endpoint needs "
+        "a port");
+  CHECK(with_admin(R"({"host": "localhost", "port": 9100})") ==
+        "test.json: key \"admin.host\": value \"localhost\" is not an IPv4 "
+        "or IPv6 address");
+  CHECK(with_admin(R"({"port": 9100, "path": "/metrics"})") ==
+        "test.json: key \"admin.path\": unknown key");
+  CHECK(with_admin("9100") ==
+        "test.json: key \"admin\": value 9100 is not an object");
 }

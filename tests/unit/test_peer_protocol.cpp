@@ -71,8 +71,8 @@ TEST_CASE("IDs that differ only at the end spread over the buckets") {
   std::vector<int> used(max_buckets, 0);
   size_t distinct = 0;
   for (int i = 0; i < 1000; ++i)
-    distinct += used[bucket_of(client_hash("user-" + std::to_string(i)))]++
-                == 0;
+    distinct +=
+        used[bucket_of(client_hash("user-" + std::to_string(i)))]++ == 0;
   // 1,000 random draws from 4,096 buckets hit about 885 distinct ones.
   CHECK(distinct > 800);
 }
@@ -106,9 +106,9 @@ TEST_CASE("SYNC and SYNC-END round-trip and reject malformed input") {
   auto parsed = parse_sync(format_sync(d));
   REQUIRE(parsed);
   CHECK(*parsed == d);
-  CHECK_FALSE(parse_sync("SYNC 3 1 2 3"));   // not a power of two
-  CHECK_FALSE(parse_sync("SYNC 2 1"));       // too few digests
-  CHECK_FALSE(parse_sync("SYNC 2 1 zz"));    // not hex
+  CHECK_FALSE(parse_sync("SYNC 3 1 2 3")); // not a power of two
+  CHECK_FALSE(parse_sync("SYNC 2 1"));     // too few digests
+  CHECK_FALSE(parse_sync("SYNC 2 1 zz"));  // not hex
   auto end = parse_sync_end(format_sync_end(4, {1, 3}));
   REQUIRE(end);
   CHECK(end->first == 4);

@@ -24,8 +24,8 @@ struct test_config : caf::actor_system_config {
 struct fixture {
   test_config cfg;
   caf::actor_system sys{cfg};
-  caf::scheduler::test_coordinator& sched
-    = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  caf::scheduler::test_coordinator& sched =
+      dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
   location_registry_actor registry = sys.spawn(location_registry);
   caf::scoped_actor self{sys};
 
@@ -38,8 +38,8 @@ struct fixture {
   static location_update update(const std::string& client, int64_t t,
                                 const std::string& server = "Clark") {
     auto loc = "+34.068930-118.445127";
-    auto line = "AT " + server + " +0.000000001 " + client + " " + loc + " "
-                + std::to_string(t);
+    auto line = "AT " + server + " +0.000000001 " + client + " " + loc + " " +
+                std::to_string(t);
     return {client, t * 1'000'000'000, line};
   }
 
