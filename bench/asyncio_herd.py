@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import re
 import signal
+import socket
 import sys
 import time
 
@@ -138,7 +139,10 @@ async def main():
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     args = ap.parse_args()
     herd = Herd(args.name)
-    server = await asyncio.start_server(herd.serve, args.host, args.port)
+    # The listen backlog of the other servers (asyncio's default is 100: a
+    # burst of connects beyond it waits for SYN retransmissions).
+    server = await asyncio.start_server(herd.serve, args.host, args.port,
+                                        backlog=socket.SOMAXCONN)
     port = server.sockets[0].getsockname()[1]
     print("asyncio_herd: %s listening on %s:%d" % (args.name, args.host, port), flush=True)
     stop = asyncio.get_running_loop().create_future()

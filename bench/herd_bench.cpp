@@ -5,7 +5,8 @@
 // validates every reply against a per-connection FIFO of what was sent, and
 // records latencies in a log-linear histogram. The hot path is one epoll loop
 // per thread: non-blocking sockets, one write per batch of requests, large
-// reads, no allocation and no iostreams.
+// reads, no allocation and no iostreams. With --rate the requests are paced
+// instead: a timerfd wakes each loop when the next request is due.
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -13,7 +14,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,6 +77,11 @@ load mode:
                        are in
   --threads N          event-loop threads, each driving its share of the
                        connections (default 1)
+  --rate N             open-loop pacing: send N requests per second in all,
+                       spaced evenly and spread round-robin over the
+                       connections, instead of keeping --depth in flight;
+                       --depth then caps the requests in flight per
+                       connection (a due request waits for a free slot)
   --no-validate        only count reply lines, one per request, without
                        checking them: for the epoll-reference server, whose
                        reply is fixed (IAMAT-only mixes)
@@ -101,15 +109,20 @@ a reply 5 s after the end are errors; the first 3 are printed on stderr.
 
 Latency is reply time minus send time (monotonic clock), recorded from the
 replies that arrive in the measured window; throughput is those replies per
-second of the window. Propagation samples use client IDs
-prop-<run>-<k> (<run>: a tag unique to the run) and take the time from
-sending the IAMAT to sending the first WHATSAT that found it, the latest over
-all targets; a sample not complete within 5 s is an error.
+second of the window. With --rate the send time is the time the request was
+due, so a sender that falls behind shows in the latency, and the summary
+also has the achieved send rate (requests sent in the window per second)
+and the requests sent more than 1 ms after they were due. Propagation
+samples use client IDs prop-<run>-<k> (<run>: a tag unique to the run) and
+take the time from sending the IAMAT to sending the first WHATSAT that found
+it, the latest over all targets; a sample not complete within 5 s is an
+error.
 
 Output: a summary, then one line "RESULT {json}". In load mode the JSON has
 "requests" (measured) and "total_requests" (every reply, warm-up and drain
-included). Exit status: 0 without errors, 1 with errors, 2 for a bad command
-line.
+included), "target_rate" (--rate, or null), "send_rate" (requests sent in
+the window per second) and "late_sends". Exit status: 0 without errors, 1
+with errors, 2 for a bad command line.
 )";
 
 constexpr int64_t k_sec = 1000000000;
@@ -281,6 +294,7 @@ struct options {
   uint64_t max_requests = 0;
   uint64_t seed = 1;
   uint32_t threads = 1;
+  double rate = 0; ///< requests per second in all; 0: closed loop
   bool validate = true;
   bool propagation = false;
   uint32_t samples = 100;
@@ -412,6 +426,8 @@ options parse_options(int argc, char** argv) {
       opt.seed = parse_uint(arg, value(), 0, UINT64_MAX);
     } else if (arg == "--threads") {
       opt.threads = static_cast<uint32_t>(parse_uint(arg, value(), 1, 256));
+    } else if (arg == "--rate") {
+      opt.rate = parse_double(arg, value(), 1, 1e8);
     } else if (arg == "--no-validate") {
       opt.validate = false;
     } else if (arg == "--propagation") {
@@ -432,6 +448,8 @@ options parse_options(int argc, char** argv) {
     die("--propagation needs --origin HOST:PORT");
   if (!opt.propagation && opt.has_origin)
     die("--origin is only for --propagation");
+  if (opt.propagation && opt.rate > 0)
+    die("--rate is only for load mode");
   if (!opt.validate && opt.w_whatsat > 0)
     die("--no-validate counts one line per reply: it needs an IAMAT-only mix");
   opt.threads = std::min(opt.threads, opt.connections);
@@ -786,9 +804,13 @@ struct conn {
 };
 
 struct run_clock {
+  int64_t start;
   int64_t warm;
   int64_t end;
 };
+
+/// epoll data of a worker's pacing timer (connections are 0, 1, ...).
+constexpr uint32_t timer_id = UINT32_MAX;
 
 class worker {
  public:
@@ -813,10 +835,14 @@ class worker {
     for (auto& c : conns_)
       if (c.fd >= 0)
         close(c.fd);
+    if (timer_ >= 0)
+      close(timer_);
     close(ep_);
   }
   worker(const worker&) = delete;
   worker& operator=(const worker&) = delete;
+
+  size_t size() const { return conns_.size(); }
 
   void add(int fd) {
     conns_.emplace_back();
@@ -832,6 +858,13 @@ class worker {
     c.mask = cap - 1;
   }
 
+  /// Paces this worker at `rate` requests per second, its first request
+  /// due `offset_ns` after the start of the run.
+  void set_rate(double rate, int64_t offset_ns) {
+    period_ = 1e9 / rate;
+    pace_start_ = clock_.start + offset_ns;
+  }
+
   void run() {
     for (uint32_t i = 0; i < conns_.size(); ++i) {
       epoll_event ev{};
@@ -840,6 +873,20 @@ class worker {
       if (epoll_ctl(ep_, EPOLL_CTL_ADD, conns_[i].fd, &ev) != 0)
         die(std::string("epoll_ctl: ") + std::strerror(errno), 1);
       ++open_;
+    }
+    if (paced()) {
+      // Wake-ups as close to the due time as the kernel allows.
+      prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+      timer_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+      if (timer_ < 0)
+        die(std::string("timerfd_create: ") + std::strerror(errno), 1);
+      // Edge-triggered: an expiry wakes the loop once; re-arming resets it,
+      // so the timer is never read.
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLET;
+      ev.data.u32 = timer_id;
+      if (epoll_ctl(ep_, EPOLL_CTL_ADD, timer_, &ev) != 0)
+        die(std::string("epoll_ctl: ") + std::strerror(errno), 1);
     }
     sending_ = true;
     for (auto& c : conns_)
@@ -852,6 +899,8 @@ class worker {
         sending_ = false;
         stop_ns = now;
       }
+      if (sending_ && paced())
+        pace(now);
       if (!sending_) {
         if (inflight_ == 0 || open_ == 0)
           break;
@@ -876,6 +925,10 @@ class worker {
         die(std::string("epoll_wait: ") + std::strerror(errno), 1);
       }
       for (int k = 0; k < n; ++k) {
+        if (events[k].data.u32 == timer_id) {
+          armed_ns_ = 0;
+          continue;
+        }
         conn& c = conns_[events[k].data.u32];
         if (!c.open)
           continue;
@@ -896,8 +949,11 @@ class worker {
   uint64_t measured_ = 0;  ///< valid replies in the measured window
   uint64_t errors_ = 0;
   int64_t last_reply_ns_ = 0;
+  uint64_t sent_window_ = 0; ///< requests sent in the measured window
+  uint64_t late_ = 0;        ///< paced requests sent > 1 ms after due
 
  private:
+  bool paced() const { return period_ > 0; }
   uint32_t pick_client() {
     uint64_t r = rng_.next();
     return static_cast<uint32_t>(((r >> 32) * opt_.clients) >> 32);
@@ -931,9 +987,91 @@ class worker {
     --open_;
   }
 
+  /// Writes the next request at `p` and fills in `e`; returns the end.
+  char* put_request(pending& e, char* p, const char* tbuf, size_t tlen) {
+    e.client = pick_client();
+    if (pick_whatsat()) {
+      e.kind = kind_whatsat;
+      string_view r = cat_.whatsat(e.client);
+      std::memcpy(p, r.data(), r.size());
+      return p + r.size();
+    }
+    e.kind = kind_iamat;
+    string_view r = cat_.iamat_prefix(e.client);
+    std::memcpy(p, r.data(), r.size());
+    p += r.size();
+    std::memcpy(p, tbuf, tlen);
+    p += tlen;
+    *p++ = '\n';
+    std::memcpy(e.time_text, tbuf, tlen);
+    e.time_len = static_cast<uint8_t>(tlen);
+    return p;
+  }
+
+  /// Sends every request that is due by `now`, each on the next connection
+  /// (round-robin) with a free slot, and arms the timer for the next one.
+  /// Stops when no connection has a free slot: a reply resumes it. Each
+  /// request sent takes a slot, so one call sends at most connections x
+  /// depth requests.
+  void pace(int64_t now) {
+    const size_t n = conns_.size();
+    for (;;) {
+      if (cap_ != 0 && sent_ >= cap_)
+        return;
+      int64_t due =
+          pace_start_ +
+          static_cast<int64_t>(static_cast<double>(scheduled_) * period_);
+      if (due > now) {
+        if (due != armed_ns_) {
+          itimerspec its{};
+          its.it_value.tv_sec = static_cast<time_t>(due / k_sec);
+          its.it_value.tv_nsec = static_cast<long>(due % k_sec);
+          timerfd_settime(timer_, TFD_TIMER_ABSTIME, &its, nullptr);
+          armed_ns_ = due;
+        }
+        return;
+      }
+      conn* c = nullptr;
+      for (size_t k = 0; k < n && c == nullptr; ++k) {
+        conn& cand = conns_[rr_];
+        rr_ = rr_ + 1 == n ? 0 : rr_ + 1;
+        if (cand.open && cand.count < opt_.depth)
+          c = &cand;
+      }
+      if (c == nullptr)
+        return;
+      send_one(*c, due, now);
+      ++scheduled_;
+    }
+  }
+
+  /// Appends one request, due at `due`, to the connection's output.
+  void send_one(conn& c, int64_t due, int64_t now) {
+    if (c.wpos != 0) {
+      // Unsent bytes belong to requests in flight: they fit in the buffer.
+      std::memmove(c.wbuf.data(), c.wbuf.data() + c.wpos, c.wlen - c.wpos);
+      c.wlen -= c.wpos;
+      c.wpos = 0;
+    }
+    char tbuf[32];
+    size_t tlen = format_time(tbuf, real_ns());
+    pending& e = c.fifo[(c.head + c.count) & c.mask];
+    char* p = put_request(e, c.wbuf.data() + c.wlen, tbuf, tlen);
+    e.sent_ns = due;
+    ++c.count;
+    ++sent_;
+    ++inflight_;
+    if (now >= clock_.warm && now < clock_.end)
+      ++sent_window_;
+    if (now - due > 1000000)
+      ++late_;
+    c.wlen = static_cast<size_t>(p - c.wbuf.data());
+    flush(c);
+  }
+
   /// Tops the connection up to `depth` requests in flight, in one write.
   void fill(conn& c) {
-    if (!sending_ || !c.open || c.wlen != 0)
+    if (!sending_ || !c.open || c.wlen != 0 || paced())
       return;
     uint64_t want = opt_.depth - c.count;
     if (cap_ != 0)
@@ -945,24 +1083,7 @@ class worker {
     char* p = c.wbuf.data();
     uint32_t first = c.count;
     for (uint64_t k = 0; k < want; ++k) {
-      pending& e = c.fifo[(c.head + c.count) & c.mask];
-      e.client = pick_client();
-      if (pick_whatsat()) {
-        e.kind = kind_whatsat;
-        string_view r = cat_.whatsat(e.client);
-        std::memcpy(p, r.data(), r.size());
-        p += r.size();
-      } else {
-        e.kind = kind_iamat;
-        string_view r = cat_.iamat_prefix(e.client);
-        std::memcpy(p, r.data(), r.size());
-        p += r.size();
-        std::memcpy(p, tbuf, tlen);
-        p += tlen;
-        *p++ = '\n';
-        std::memcpy(e.time_text, tbuf, tlen);
-        e.time_len = static_cast<uint8_t>(tlen);
-      }
+      p = put_request(c.fifo[(c.head + c.count) & c.mask], p, tbuf, tlen);
       ++c.count;
     }
     int64_t now = mono_ns();
@@ -970,6 +1091,8 @@ class worker {
       c.fifo[(c.head + k) & c.mask].sent_ns = now;
     sent_ += want;
     inflight_ += want;
+    if (now >= clock_.warm && now < clock_.end)
+      sent_window_ += want;
     c.wpos = 0;
     c.wlen = static_cast<size_t>(p - c.wbuf.data());
     flush(c);
@@ -1107,6 +1230,12 @@ class worker {
   uint64_t cap_;
   uint64_t whatsat_threshold_ = 0;
   int ep_ = -1;
+  int timer_ = -1;
+  double period_ = 0;      ///< ns between paced requests; 0: closed loop
+  int64_t pace_start_ = 0; ///< when the first paced request is due
+  uint64_t scheduled_ = 0; ///< paced requests sent so far
+  int64_t armed_ns_ = 0;   ///< the timer's expiry, 0 when not armed
+  size_t rr_ = 0;          ///< the next connection to try
   std::vector<conn> conns_;
   uint64_t inflight_ = 0;
   uint32_t open_ = 0;
@@ -1203,7 +1332,7 @@ int run_load(const options& opt) {
     fds.push_back(connect_or_die(opt.targets[i % opt.targets.size()]));
 
   int64_t start = mono_ns();
-  run_clock clock{start + static_cast<int64_t>(opt.warmup * 1e9),
+  run_clock clock{start, start + static_cast<int64_t>(opt.warmup * 1e9),
                   start +
                       static_cast<int64_t>((opt.warmup + opt.duration) * 1e9)};
   std::vector<std::unique_ptr<worker>> workers;
@@ -1220,6 +1349,15 @@ int run_load(const options& opt) {
   }
   for (uint32_t i = 0; i < fds.size(); ++i)
     workers[i % workers.size()]->add(fds[i]);
+  if (opt.rate > 0) {
+    // Each worker's share of the rate follows its share of the connections;
+    // their schedules are interleaved, so the sum is evenly spaced too.
+    for (size_t t = 0; t < workers.size(); ++t)
+      workers[t]->set_rate(
+          opt.rate * static_cast<double>(workers[t]->size()) /
+              static_cast<double>(fds.size()),
+          static_cast<int64_t>(1e9 / opt.rate * static_cast<double>(t)));
+  }
 
   std::vector<std::thread> threads;
   for (size_t t = 1; t < workers.size(); ++t)
@@ -1230,10 +1368,13 @@ int run_load(const options& opt) {
 
   histogram hist;
   uint64_t sent = 0, completed = 0, measured = 0, errors = 0;
+  uint64_t sent_window = 0, late = 0;
   int64_t last_reply = 0;
   for (auto& w : workers) {
     hist.merge(w->hist);
     sent += w->sent_;
+    sent_window += w->sent_window_;
+    late += w->late_;
     completed += w->completed_;
     measured += w->measured_;
     errors += w->errors_;
@@ -1244,6 +1385,10 @@ int run_load(const options& opt) {
           std::min(clock.end, std::max(last_reply, clock.warm)) - clock.warm) /
       1e9;
   double throughput = window > 0 ? static_cast<double>(measured) / window : 0;
+  double send_rate = window > 0 ? static_cast<double>(sent_window) / window : 0;
+  char target_rate[32] = "null";
+  if (opt.rate > 0)
+    std::snprintf(target_rate, sizeof target_rate, "%.1f", opt.rate);
 
   std::string targets;
   for (auto& t : opt.targets)
@@ -1256,6 +1401,10 @@ int run_load(const options& opt) {
               " in all (warm-up and drain included), %" PRIu64 " sent\n",
               measured, completed, sent);
   std::printf("  throughput   %.0f req/s\n", throughput);
+  if (opt.rate > 0)
+    std::printf("  rate         %.0f req/s target, %.0f req/s sent, %" PRIu64
+                " sent more than 1 ms late\n",
+                opt.rate, send_rate, late);
   std::printf("  latency      p50 %.1f us  p90 %.1f us  p99 %.1f us  "
               "p99.9 %.1f us  max %.1f us  mean %.1f us\n",
               us(hist.percentile(0.5)), us(hist.percentile(0.9)),
@@ -1269,14 +1418,14 @@ int run_load(const options& opt) {
       "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
       "\"max_us\":%.1f,\"mean_us\":%.1f,\"errors\":%" PRIu64
       ",\"connections\":%u,\"depth\":%u,\"threads\":%u,\"targets\":[%s],"
-      "\"mix\":{\"iamat\":%g,\"whatsat\":%g},\"clients\":%u,\"validated\":%s}"
-      "\n",
+      "\"mix\":{\"iamat\":%g,\"whatsat\":%g},\"clients\":%u,\"validated\":%s,"
+      "\"target_rate\":%s,\"send_rate\":%.1f,\"late_sends\":%" PRIu64 "}\n",
       measured, completed, sent, window, opt.warmup, throughput,
       us(hist.percentile(0.5)), us(hist.percentile(0.9)),
       us(hist.percentile(0.99)), us(hist.percentile(0.999)), us(hist.max()),
       hist.mean() / 1000.0, errors, opt.connections, opt.depth, opt.threads,
       targets.c_str(), opt.w_iamat, opt.w_whatsat, opt.clients,
-      opt.validate ? "true" : "false");
+      opt.validate ? "true" : "false", target_rate, send_rate, late);
   std::fflush(stdout);
   return errors == 0 ? 0 : 1;
 }

@@ -26,6 +26,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +34,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -524,6 +526,39 @@ reply search_page(const search_key& k, int page, const stub_config& cfg) {
           static_cast<std::size_t>(last - first)};
 }
 
+// Pages are a pure function of the search, so a page is rendered once and
+// then served from memory: the stand-in must keep up with a node under load
+// without making the node's benchmark a benchmark of JSON writing.
+class page_cache {
+ public:
+  reply get(const search_key& k, int page, const stub_config& cfg) {
+    auto key = std::make_tuple(k.lat_e6, k.lng_e6, k.radius_m, page);
+    {
+      std::lock_guard<std::mutex> guard(mtx_);
+      auto it = pages_.find(key);
+      if (it != pages_.end())
+        return it->second;
+    }
+    auto r = search_page(k, page, cfg);
+    std::lock_guard<std::mutex> guard(mtx_);
+    if (pages_.size() >= max_pages)
+      pages_.clear(); // bounded memory; a rebuild costs one render per page
+    pages_.emplace(key, r);
+    return r;
+  }
+
+ private:
+  static constexpr std::size_t max_pages = 4096;
+  std::mutex mtx_;
+  std::map<std::tuple<std::int32_t, std::int32_t, std::uint32_t, int>, reply>
+    pages_;
+};
+
+page_cache& pages() {
+  static page_cache cache;
+  return cache;
+}
+
 std::string percent_decode(std::string_view s) {
   auto hex = [](char c) -> int {
     if (c >= '0' && c <= '9')
@@ -613,7 +648,7 @@ reply answer(http::verb method, std::string_view target,
     auto decoded = decode_page_token(*token);
     if (!decoded)
       return invalid_request("Invalid page token.");
-    return search_page(decoded->first, decoded->second, cfg);
+    return pages().get(decoded->first, decoded->second, cfg);
   }
 
   auto location = query_param(query, "location");
@@ -636,7 +671,7 @@ reply answer(http::verb method, std::string_view target,
                static_cast<std::int32_t>(std::llround(*lng * 1e6)),
                static_cast<std::uint32_t>(
                    std::max(1.0, std::round(std::min(*radius, max_radius_m))))};
-  return search_page(k, 0, cfg);
+  return pages().get(k, 0, cfg);
 }
 
 // -- logging ------------------------------------------------------------------
