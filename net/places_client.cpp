@@ -1,9 +1,15 @@
 #include "net/places_client.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <iterator>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -31,6 +37,10 @@ using strand_type = asio::strand<asio::io_context::executor_type>;
 
 constexpr std::uint64_t max_body_bytes = 4u * 1024u * 1024u;
 constexpr std::uint32_t max_header_bytes = 16u * 1024u;
+/// Capacity of a connection's read buffer. Beast reads at most the free
+/// capacity (and at least 512 bytes) per call: a full page of results (about
+/// 37 KB) then takes one or two reads instead of some seventy.
+constexpr std::size_t read_buffer_bytes = 64u * 1024u;
 /// How long the TLS close_notify exchange may take after the result went
 /// out; it only frees the connection, nobody waits for it.
 constexpr auto shutdown_grace = std::chrono::seconds(1);
@@ -88,62 +98,186 @@ struct shared_state {
   std::string encoded_key;
   std::chrono::milliseconds timeout{};
   bool sni = false;
-  /// One context per client; sessions hold the state, so it outlives every
-  /// stream that uses it even when the client goes first. Mutable because
-  /// streams take it by reference; creating SSL objects from one SSL_CTX on
-  /// several threads is safe.
+  /// One context per client; sessions and connections hold the state, so it
+  /// outlives every stream that uses it even when the client goes first.
+  /// Mutable because streams take it by reference; creating SSL objects from
+  /// one SSL_CTX on several threads is safe.
   mutable ssl::context ctx{ssl::context::tls_client};
 };
 
-/// One request on one connection: resolve, connect, (TLS handshake),
-/// write, read, deliver, then close (TLS: shutdown in the background).
-/// Every handler runs on the session's strand.
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+/// One upstream connection. The stream was created on `strand`, and every
+/// operation on it, in whichever request, runs there.
+template<class Stream> struct connection {
+  connection(const strand_type& ex, std::shared_ptr<const shared_state> st)
+      : state(std::move(st)), strand(ex), stream(make_stream(ex, *state)) {
+    buffer.reserve(read_buffer_bytes);
+  }
+
+  static Stream make_stream(const strand_type& ex, const shared_state& st) {
+    if constexpr (std::is_same_v<Stream, tls_stream>)
+      return Stream(ex, st.ctx);
+    else
+      return Stream(ex);
+  }
+
+  /// Declared first: the TLS stream refers to its SSL context.
+  std::shared_ptr<const shared_state> state;
+  strand_type strand;
+  Stream stream;
+  /// Empty between requests: a connection with unread bytes is not reused.
+  beast::flat_buffer buffer;
+  steady::time_point idle_since{};
+  /// Set by the verify callback, which may outlive any one request.
+  bool host_mismatch = false;
+};
+
+/// The idle connections of one client, most recently used last. The mutex
+/// guards the vector only; no I/O happens under it.
+template<class Stream> class idle_pool {
+ public:
+  using conn_ptr = std::unique_ptr<connection<Stream>>;
+
+  idle_pool(std::size_t max_idle, steady::duration idle_timeout)
+      : max_idle_(max_idle), idle_timeout_(idle_timeout) {
+    idle_.reserve(std::min<std::size_t>(max_idle_, 64));
+  }
+
+  /// The most recently returned connection that is not too old, or null.
+  /// Connections past the idle timeout are closed.
+  conn_ptr take() {
+    const auto cutoff = steady::now() - idle_timeout_;
+    std::vector<conn_ptr> expired;
+    conn_ptr out;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (!idle_.empty() && idle_.back()->idle_since <= cutoff) {
+        expired.swap(idle_);
+      } else {
+        auto young = idle_.begin();
+        while (young != idle_.end() && (*young)->idle_since <= cutoff)
+          ++young;
+        if (young != idle_.begin()) {
+          expired.assign(std::make_move_iterator(idle_.begin()),
+                         std::make_move_iterator(young));
+          idle_.erase(idle_.begin(), young);
+        }
+        if (!idle_.empty()) {
+          out = std::move(idle_.back());
+          idle_.pop_back();
+        }
+      }
+    }
+    for (auto& c : expired)
+      discard(std::move(c));
+    return out;
+  }
+
+  /// Keeps `c` for reuse, or hands it back when the pool is full or closed.
+  /// `c` must have no operation pending.
+  conn_ptr put(conn_ptr c) {
+    c->idle_since = steady::now();
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_ || idle_.size() >= max_idle_)
+      return c;
+    idle_.push_back(std::move(c));
+    return nullptr;
+  }
+
+  /// Closes every idle connection; later `put`s hand theirs back.
+  void close() {
+    std::vector<conn_ptr> all;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      closed_ = true;
+      all.swap(idle_);
+    }
+    for (auto& c : all)
+      discard(std::move(c));
+  }
+
+  std::atomic<std::uint64_t> opened{0};
+  std::atomic<std::uint64_t> reused{0};
+
+ private:
+  /// Closes and frees `c` on its strand: the handler that returned it to the
+  /// pool may still be unwinding there.
+  static void discard(conn_ptr c) {
+    const strand_type ex = c->strand;
+    asio::post(
+        ex, [c = std::move(c)] { beast::get_lowest_layer(c->stream).close(); });
+  }
+
+  std::mutex mutex_;
+  std::vector<conn_ptr> idle_;
+  const std::size_t max_idle_;
+  const steady::duration idle_timeout_;
+  bool closed_ = false;
+};
+
+/// One request: on an idle connection from the pool, or on a new one after
+/// resolve, connect and (TLS handshake); then write, read, deliver, and hand
+/// the connection back to the pool when the response allows keep-alive (else
+/// close it; TLS: shutdown in the background). An idle connection that the
+/// server has closed is replaced by a new one before the write when the close
+/// has arrived (a peek), and after the failure when it has not: a reused
+/// connection that fails before any byte of the response arrived is replaced
+/// once. Every handler runs on the strand.
 template<class Stream>
 class session : public std::enable_shared_from_this<session<Stream>> {
-  static constexpr bool tls =
-      std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>;
+  static constexpr bool tls = std::is_same_v<Stream, tls_stream>;
+  using conn_ptr = typename idle_pool<Stream>::conn_ptr;
 
  public:
+  /// `conn` is an idle connection whose strand is `ex`, or null.
   session(strand_type ex, std::shared_ptr<const shared_state> state,
-          std::string target, places_client::callback done)
-      : state_(std::move(state)), resolver_(ex), resolve_timer_(ex),
-        stream_(make_stream(ex, state_.get())), done_(std::move(done)),
-        deadline_(steady::now() + state_->timeout) {
+          std::shared_ptr<idle_pool<Stream>> pool, conn_ptr conn,
+          std::string target, places_client::callback done,
+          steady::time_point deadline)
+      : ex_(std::move(ex)), state_(std::move(state)), pool_(std::move(pool)),
+        conn_(std::move(conn)), done_(std::move(done)), deadline_(deadline),
+        reused_(conn_ != nullptr) {
     req_.version(11);
     req_.method(http::verb::get);
     req_.target(target);
     req_.set(http::field::host, state_->host_header);
     req_.set(http::field::user_agent, user_agent);
     req_.set(http::field::accept, "application/json");
-    // One connection per request for now; a keep-alive pool would replace
-    // this header and the close after the read.
-    req_.set(http::field::connection, "close");
-    parser_.body_limit(max_body_bytes);
-    parser_.header_limit(max_header_bytes);
   }
 
   void start() {
-    // The stream's deadline does not cover name resolution: a timer of its
-    // own does, on the same overall deadline.
-    resolve_timer_.expires_at(deadline_);
-    resolve_timer_.async_wait(
-        beast::bind_front_handler(&session::on_resolve_timer, self()));
-    resolver_.async_resolve(
-        state_->endpoint.host, state_->endpoint.port,
-        beast::bind_front_handler(&session::on_resolve, self()));
+    if (!conn_)
+      return open();
+    if (!still_open()) {
+      // Closed by the server while idle, or it sent something unasked (such
+      // as a 408 before closing): not a connection to send a request on.
+      lowest().close();
+      conn_.reset();
+      reused_ = false;
+      return open();
+    }
+    pool_->reused.fetch_add(1, std::memory_order_relaxed);
+    write();
   }
 
  private:
-  static Stream make_stream(const strand_type& ex, const shared_state* state) {
-    if constexpr (tls)
-      return Stream(ex, state->ctx);
-    else
-      return Stream(ex);
-  }
-
   std::shared_ptr<session> self() { return this->shared_from_this(); }
 
-  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(conn_->stream); }
+
+  /// Whether an idle connection has neither been closed by the server nor
+  /// received anything: a peek that would block. The socket is in
+  /// non-blocking mode since the connect. A close that has not arrived yet
+  /// is left to the retry.
+  bool still_open() {
+    char byte = 0;
+    beast::error_code ec;
+    lowest().socket().receive(asio::buffer(&byte, 1), tcp::socket::message_peek,
+                              ec);
+    return ec == asio::error::would_block;
+  }
 
   /// Sets the stream's expiry to what is left of the deadline; false (and
   /// the timeout delivered) when nothing is left.
@@ -157,17 +291,37 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     return true;
   }
 
+  /// A new connection on this session's strand, starting with the lookup.
+  void open() {
+    conn_ = std::make_unique<connection<Stream>>(ex_, state_);
+    step_ = "resolve";
+    if (!resolver_) {
+      resolver_.emplace(ex_);
+      resolve_timer_.emplace(ex_);
+    }
+    // The stream's deadline does not cover name resolution: a timer of its
+    // own does, on the same overall deadline.
+    resolving_ = true;
+    resolve_timer_->expires_at(deadline_);
+    resolve_timer_->async_wait(
+        beast::bind_front_handler(&session::on_resolve_timer, self()));
+    resolver_->async_resolve(
+        state_->endpoint.host, state_->endpoint.port,
+        beast::bind_front_handler(&session::on_resolve, self()));
+  }
+
   void on_resolve_timer(beast::error_code ec) {
-    if (ec || finished_)
+    if (ec || finished_ || !resolving_)
       return;
     // A cancelled lookup may still finish late (getaddrinfo is not
     // interruptible); the result goes out now and on_resolve ignores it.
-    resolver_.cancel();
+    resolver_->cancel();
     fail_timeout();
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
-    resolve_timer_.cancel();
+    resolving_ = false;
+    resolve_timer_->cancel();
     if (finished_)
       return;
     if (ec)
@@ -182,13 +336,18 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   void on_connect(beast::error_code ec, const tcp::endpoint&) {
     if (ec)
       return fail(ec);
+    pool_->opened.fetch_add(1, std::memory_order_relaxed);
+    // For the peek in still_open(); asynchronous operations do not mind.
+    beast::error_code nb_ec;
+    lowest().socket().non_blocking(true, nb_ec);
     if constexpr (tls) {
       step_ = "TLS handshake";
+      Stream& stream = conn_->stream;
       if (state_->sni) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wold-style-cast"
         const bool sni_ok =
-            SSL_set_tlsext_host_name(stream_.native_handle(),
+            SSL_set_tlsext_host_name(stream.native_handle(),
                                      state_->endpoint.host.c_str()) == 1;
 #pragma GCC diagnostic pop
         if (!sni_ok) {
@@ -197,18 +356,21 @@ class session : public std::enable_shared_from_this<session<Stream>> {
           return fail(sni_ec);
         }
       }
-      stream_.set_verify_mode(ssl::verify_peer);
-      stream_.set_verify_callback(
-          [this, check = ssl::host_name_verification(state_->endpoint.host)](
+      stream.set_verify_mode(ssl::verify_peer);
+      // The callback stays with the stream after this request: it refers to
+      // the connection, not to the session.
+      stream.set_verify_callback(
+          [c = conn_.get(),
+           check = ssl::host_name_verification(state_->endpoint.host)](
               bool preverified, ssl::verify_context& vc) {
             const bool ok = check(preverified, vc);
             if (preverified && !ok)
-              host_mismatch_ = true;
+              c->host_mismatch = true;
             return ok;
           });
       if (!arm())
         return;
-      stream_.async_handshake(
+      stream.async_handshake(
           ssl::stream_base::client,
           beast::bind_front_handler(&session::on_handshake, self()));
     } else {
@@ -226,35 +388,63 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     step_ = "write";
     if (!arm())
       return;
-    http::async_write(stream_, req_,
+    http::async_write(conn_->stream, req_,
                       beast::bind_front_handler(&session::on_write, self()));
   }
 
   void on_write(beast::error_code ec, std::size_t) {
     if (ec)
-      return fail(ec);
+      return may_retry(ec) ? retry() : fail(ec);
     step_ = "read";
     if (!arm())
       return;
-    http::async_read(stream_, buffer_, parser_,
+    parser_.emplace();
+    parser_->body_limit(max_body_bytes);
+    parser_->header_limit(max_header_bytes);
+    http::async_read(conn_->stream, conn_->buffer, *parser_,
                      beast::bind_front_handler(&session::on_read, self()));
   }
 
-  void on_read(beast::error_code ec, std::size_t) {
-    if (ec)
-      return fail(ec);
+  void on_read(beast::error_code ec, std::size_t bytes) {
+    if (ec) {
+      const bool nothing_read =
+          bytes == 0 && !parser_->got_some() && conn_->buffer.size() == 0;
+      return nothing_read && may_retry(ec) ? retry() : fail(ec);
+    }
     fetch_result result;
     result.ok = true;
-    result.http_status = static_cast<int>(parser_.get().result_int());
-    result.body = std::move(parser_.get().body());
+    result.http_status = static_cast<int>(parser_->get().result_int());
+    result.body = std::move(parser_->get().body());
+    // Reusable: HTTP/1.1 without "Connection: close", a length-delimited
+    // body, and nothing read past the response.
+    if (parser_->get().version() == 11 && parser_->keep_alive() &&
+        conn_->buffer.size() == 0) {
+      lowest().expires_never();
+      conn_ = pool_->put(std::move(conn_));
+    }
     deliver(std::move(result));
-    shutdown();
+    if (conn_)
+      shutdown();
+  }
+
+  /// Whether a failure on a reused connection may be retried on a new one:
+  /// once, and only while the deadline has not passed.
+  bool may_retry(const beast::error_code& ec) const {
+    return reused_ && !retried_ && !finished_ && ec != beast::error::timeout &&
+           ec != asio::error::operation_aborted && steady::now() < deadline_;
+  }
+
+  void retry() {
+    retried_ = true;
+    lowest().close();
+    conn_.reset();
+    open();
   }
 
   void shutdown() {
     if constexpr (tls) {
       lowest().expires_after(shutdown_grace);
-      stream_.async_shutdown(
+      conn_->stream.async_shutdown(
           beast::bind_front_handler(&session::on_shutdown, self()));
     } else {
       beast::error_code ignored;
@@ -280,8 +470,9 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     text += describe(ec);
     if constexpr (tls) {
       if (step_ == std::string_view("TLS handshake")) {
-        const long verify = SSL_get_verify_result(stream_.native_handle());
-        if (host_mismatch_)
+        const long verify =
+            SSL_get_verify_result(conn_->stream.native_handle());
+        if (conn_->host_mismatch)
           text += ": certificate does not match host name";
         else if (verify != X509_V_OK)
           text += std::string(": ") + X509_verify_cert_error_string(verify);
@@ -298,7 +489,8 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   void fail_with(std::string text) {
     if (finished_)
       return;
-    lowest().close();
+    if (conn_)
+      lowest().close();
     fetch_result result;
     result.error = std::move(text);
     deliver(std::move(result));
@@ -314,18 +506,21 @@ class session : public std::enable_shared_from_this<session<Stream>> {
       done(std::move(result));
   }
 
+  strand_type ex_;
   std::shared_ptr<const shared_state> state_;
-  tcp::resolver resolver_;
-  asio::steady_timer resolve_timer_;
-  Stream stream_;
-  beast::flat_buffer buffer_;
+  std::shared_ptr<idle_pool<Stream>> pool_;
+  conn_ptr conn_;
+  std::optional<tcp::resolver> resolver_;
+  std::optional<asio::steady_timer> resolve_timer_;
   http::request<http::empty_body> req_;
-  http::response_parser<http::string_body> parser_;
+  std::optional<http::response_parser<http::string_body>> parser_;
   places_client::callback done_;
   steady::time_point deadline_;
-  const char* step_ = "resolve";
+  const char* step_ = "write";
+  bool reused_ = false;
+  bool retried_ = false;
+  bool resolving_ = false;
   bool finished_ = false;
-  bool host_mismatch_ = false;
 };
 
 } // namespace
@@ -466,9 +661,32 @@ std::string redact_key(std::string_view target) {
   return out;
 }
 
+namespace {
+
+/// Starts one request of `state`'s client on an idle connection of `pool`,
+/// or on a new connection on a new strand.
+template<class Stream>
+void start_session(asio::io_context& ioc,
+                   const std::shared_ptr<const shared_state>& state,
+                   const std::shared_ptr<idle_pool<Stream>>& pool,
+                   std::string target, places_client::callback done) {
+  const auto deadline = steady::now() + state->timeout;
+  auto conn = pool->take();
+  strand_type ex = conn ? conn->strand : asio::make_strand(ioc);
+  auto s = std::make_shared<session<Stream>>(ex, state, pool, std::move(conn),
+                                             std::move(target), std::move(done),
+                                             deadline);
+  asio::post(ex, [s = std::move(s)] { s->start(); });
+}
+
+} // namespace
+
 struct places_client::impl {
   asio::io_context& ioc;
   std::shared_ptr<const shared_state> state;
+  /// The one of the two that the endpoint's scheme uses.
+  std::shared_ptr<idle_pool<plain_stream>> plain;
+  std::shared_ptr<idle_pool<tls_stream>> secure;
 };
 
 places_client::places_client(asio::io_context& ioc, places_settings settings) {
@@ -506,10 +724,22 @@ places_client::places_client(asio::io_context& ioc, places_settings settings) {
       throw std::runtime_error("cannot load CA file '" + settings.ca_file +
                                "': " + describe(ec));
   }
-  impl_.reset(new impl{ioc, std::move(state)});
+  const bool tls = ep.tls;
+  impl_.reset(new impl{ioc, std::move(state), nullptr, nullptr});
+  if (tls)
+    impl_->secure = std::make_shared<idle_pool<tls_stream>>(
+        settings.max_idle, settings.idle_timeout);
+  else
+    impl_->plain = std::make_shared<idle_pool<plain_stream>>(
+        settings.max_idle, settings.idle_timeout);
 }
 
-places_client::~places_client() = default;
+places_client::~places_client() {
+  if (impl_->plain)
+    impl_->plain->close();
+  if (impl_->secure)
+    impl_->secure->close();
+}
 
 void places_client::nearby_search(std::string_view lat, std::string_view lng,
                                   std::string_view radius_m, callback done) {
@@ -524,22 +754,29 @@ void places_client::nearby_search(std::string_view lat, std::string_view lng,
   target += "&key=";
   target += state.encoded_key;
 
-  // One connection per request for now; this is where a per-endpoint pool
-  // of idle keep-alive connections would hand out a connected stream.
-  auto ex = asio::make_strand(impl_->ioc);
-  if (state.endpoint.tls) {
-    auto s = std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
-        ex, impl_->state, std::move(target), std::move(done));
-    asio::post(ex, [s] { s->start(); });
-  } else {
-    auto s = std::make_shared<session<beast::tcp_stream>>(
-        ex, impl_->state, std::move(target), std::move(done));
-    asio::post(ex, [s] { s->start(); });
-  }
+  if (impl_->secure)
+    start_session(impl_->ioc, impl_->state, impl_->secure, std::move(target),
+                  std::move(done));
+  else
+    start_session(impl_->ioc, impl_->state, impl_->plain, std::move(target),
+                  std::move(done));
 }
 
 const std::string& places_client::endpoint() const noexcept {
   return impl_->state->loggable_endpoint;
+}
+
+places_stats places_client::stats() const noexcept {
+  places_stats out;
+  auto read = [&out](const auto& pool) {
+    out.connections_opened = pool.opened.load(std::memory_order_relaxed);
+    out.connections_reused = pool.reused.load(std::memory_order_relaxed);
+  };
+  if (impl_->secure)
+    read(*impl_->secure);
+  else
+    read(*impl_->plain);
+  return out;
 }
 
 } // namespace herd::net

@@ -1,11 +1,14 @@
 // An asynchronous HTTP/1.1 client for Places Nearby Search on Boost.Beast, for
 // plain HTTP and for HTTPS with peer and host-name verification, SNI, and one
-// deadline over resolve, connect, handshake, write and read. It knows nothing
+// deadline over resolve, connect, handshake, write and read. Connections are
+// kept alive and reused through a small pool of idle ones. It knows nothing
 // of actors: the completion runs on an io_context thread and the caller
 // forwards it (anon_send) to the actor that owns the work.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +41,16 @@ struct places_settings {
   std::string api_key;  ///< never logged, never in an error message
   std::string ca_file;  ///< PEM of a private CA; empty: system store
   std::chrono::milliseconds timeout{5000};
+  /// Idle keep-alive connections kept for reuse; 0 turns reuse off.
+  std::size_t max_idle = 256;
+  /// An idle connection older than this is closed instead of reused.
+  std::chrono::milliseconds idle_timeout{30000};
+};
+
+/// Connection counters of one client since it was created.
+struct places_stats {
+  std::uint64_t connections_opened = 0; ///< TCP connections established
+  std::uint64_t connections_reused = 0; ///< requests sent on an idle one
 };
 
 /// What came back from one upstream call. `ok` means an HTTP response was
@@ -52,12 +65,14 @@ struct fetch_result {
 };
 
 class places_client {
-public:
+ public:
   using callback = std::function<void(fetch_result)>;
 
   /// Fails (throws std::runtime_error with a clear message) on a bad
   /// endpoint URL or an unreadable ca_file.
   places_client(boost::asio::io_context& ioc, places_settings settings);
+  /// Closes the idle connections. Requests in flight still complete (their
+  /// callbacks run), and their connections are closed afterwards.
   ~places_client();
 
   places_client(const places_client&) = delete;
@@ -65,14 +80,21 @@ public:
 
   /// Starts `GET <endpoint>?location=<lat>,<lng>&radius=<radius_m>&key=<key>`.
   /// `lat` and `lng` are decimal text (a leading '+' is dropped). `done` runs
-  /// exactly once, on a thread of the io_context.
+  /// exactly once, on a thread of the io_context. Any thread may call it.
+  /// The request goes out on the most recently idle connection when there is
+  /// one that the server has not closed (a failure on it before any response
+  /// byte is retried once on a new connection, within the same deadline),
+  /// else on a new connection.
   void nearby_search(std::string_view lat, std::string_view lng,
                      std::string_view radius_m, callback done);
 
   /// The endpoint as it may be logged (no key).
   const std::string& endpoint() const noexcept;
 
-private:
+  /// A snapshot of the connection counters; any thread may call it.
+  places_stats stats() const noexcept;
+
+ private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };

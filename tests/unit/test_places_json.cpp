@@ -626,7 +626,17 @@ struct seen_request {
   std::string accept;
   std::string accept_encoding;
   std::string sni;
-  int count = 0;
+  std::atomic<int> count{0};       ///< requests read
+  std::atomic<int> connections{0}; ///< connections accepted
+};
+
+/// What the in-test server does with a connection.
+enum class server_mode {
+  one_shot,     ///< answer one request with "Connection: close", then close
+  keep_alive,   ///< answer requests until the client closes
+  silent_close, ///< answer one request as if keeping alive, then close
+  truncate_2nd, ///< answer the first request; cut the second one's answer
+  drop_2nd,     ///< answer the first request; read the second one and close
 };
 
 using response_t = http::response<http::string_body>;
@@ -641,13 +651,15 @@ response_t ok_response(std::string body) {
   return res;
 }
 
-/// One connection of the in-test server: (TLS handshake,) read one request,
-/// answer it, close.
+/// One connection of the in-test server: (TLS handshake,) read a request,
+/// answer it, then close or read the next one as `mode` says.
 template<class Stream>
 class server_conn : public std::enable_shared_from_this<server_conn<Stream>> {
  public:
-  server_conn(Stream stream, responder respond, seen_request& seen)
-      : stream_(std::move(stream)), respond_(std::move(respond)), seen_(seen) {}
+  server_conn(Stream stream, responder respond, seen_request& seen,
+              server_mode mode)
+      : stream_(std::move(stream)), respond_(std::move(respond)), seen_(seen),
+        mode_(mode) {}
 
   void start() {
     auto self = this->shared_from_this();
@@ -669,16 +681,41 @@ class server_conn : public std::enable_shared_from_this<server_conn<Stream>> {
  private:
   void read() {
     auto self = this->shared_from_this();
-    http::async_read(
-        stream_, buffer_, req_, [self](beast::error_code ec, std::size_t) {
-          if (ec)
-            return;
-          self->record();
-          self->res_ = self->respond_(self->req_);
-          http::async_write(
-              self->stream_, self->res_,
-              [self](beast::error_code, std::size_t) { self->close(); });
-        });
+    req_ = {};
+    http::async_read(stream_, buffer_, req_,
+                     [self](beast::error_code ec, std::size_t) {
+                       if (ec)
+                         return;
+                       self->record();
+                       self->answer();
+                     });
+  }
+
+  void answer() {
+    auto self = this->shared_from_this();
+    ++served_;
+    if (mode_ == server_mode::drop_2nd && served_ == 2)
+      return close();
+    if (mode_ == server_mode::truncate_2nd && served_ == 2) {
+      static constexpr std::string_view partial =
+          "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"results\"";
+      asio::async_write(
+          stream_, asio::buffer(partial.data(), partial.size()),
+          [self](beast::error_code, std::size_t) { self->close(); });
+      return;
+    }
+    res_ = respond_(req_);
+    if (mode_ == server_mode::one_shot)
+      res_.keep_alive(false);
+    http::async_write(stream_, res_, [self](beast::error_code ec, std::size_t) {
+      const bool again = self->mode_ == server_mode::keep_alive ||
+                         self->mode_ == server_mode::truncate_2nd ||
+                         self->mode_ == server_mode::drop_2nd;
+      if (!ec && again && self->req_.keep_alive())
+        self->read();
+      else
+        self->close();
+    });
   }
 
   void record() {
@@ -707,6 +744,8 @@ class server_conn : public std::enable_shared_from_this<server_conn<Stream>> {
   Stream stream_;
   responder respond_;
   seen_request& seen_;
+  server_mode mode_;
+  int served_ = 0;
   beast::flat_buffer buffer_;
   http::request<http::string_body> req_;
   response_t res_;
@@ -716,10 +755,11 @@ class server_conn : public std::enable_shared_from_this<server_conn<Stream>> {
 class test_server {
  public:
   test_server(asio::io_context& ioc, responder respond,
-              ssl::context* tls = nullptr, int connections = 1)
+              ssl::context* tls = nullptr, int connections = 1,
+              server_mode mode = server_mode::one_shot)
       : acceptor_(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)),
         port_(acceptor_.local_endpoint().port()), respond_(std::move(respond)),
-        tls_(tls), left_(connections) {
+        tls_(tls), left_(connections), mode_(mode) {
     accept();
   }
 
@@ -731,14 +771,15 @@ class test_server {
     acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec)
         return;
+      ++seen_.connections;
       if (tls_)
         std::make_shared<server_conn<beast::ssl_stream<tcp::socket>>>(
             beast::ssl_stream<tcp::socket>(std::move(socket), *tls_), respond_,
-            seen_)
+            seen_, mode_)
             ->start();
       else
         std::make_shared<server_conn<tcp::socket>>(std::move(socket), respond_,
-                                                   seen_)
+                                                   seen_, mode_)
             ->start();
       if (--left_ > 0)
         accept();
@@ -752,7 +793,38 @@ class test_server {
   responder respond_;
   ssl::context* tls_;
   int left_;
+  server_mode mode_;
   seen_request seen_;
+};
+
+/// A test_server with an io_context and a thread of its own: the client's
+/// io_context then runs out of work as soon as the client has nothing
+/// pending, idle pooled connections included. Read `seen()`'s strings only
+/// after `stop()`; its counters at any time.
+class threaded_server {
+ public:
+  threaded_server(responder respond, server_mode mode, int connections = 1,
+                  ssl::context* tls = nullptr)
+      : server_(ioc_, std::move(respond), tls, connections, mode),
+        thread_([this] { ioc_.run(); }) {}
+  ~threaded_server() { stop(); }
+  threaded_server(const threaded_server&) = delete;
+  threaded_server& operator=(const threaded_server&) = delete;
+
+  void stop() {
+    ioc_.stop();
+    if (thread_.joinable())
+      thread_.join();
+  }
+  unsigned short port() const { return server_.port(); }
+  const seen_request& seen() const { return server_.seen(); }
+
+ private:
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ =
+      asio::make_work_guard(ioc_);
+  test_server server_;
+  std::thread thread_;
 };
 
 herd::net::places_settings settings_for(
@@ -1103,4 +1175,249 @@ TEST_CASE("searches started from other threads each complete exactly once "
   CHECK(server.seen().count == requests);
   CHECK(calls == requests);
   CHECK(good == requests);
+}
+
+// -- places_client: keep-alive connections
+// ---------------------------------------------
+
+namespace {
+
+/// Waits until `n` callbacks came back or 20 s passed.
+void wait_for(std::atomic<int>& calls, int n) {
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (calls.load() < n && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+} // namespace
+
+TEST_CASE("sequential searches against a keep-alive server reuse one "
+          "connection") {
+  const std::string body = places_body(2);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::keep_alive);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  for (int i = 0; i < 5; ++i) {
+    INFO("request " << i);
+    const auto r = fetch(ioc, client);
+    INFO(r.error);
+    REQUIRE(r.ok);
+    CHECK(r.body == body);
+  }
+  CHECK(server.seen().connections.load() == 1);
+  CHECK(server.seen().count.load() == 5);
+  const auto stats = client.stats();
+  CHECK(stats.connections_opened == 1);
+  CHECK(stats.connections_reused == 4);
+  server.stop();
+  CHECK(server.seen().host == "127.0.0.1:" + std::to_string(server.port()));
+  CHECK(server.seen().accept == "application/json");
+}
+
+TEST_CASE("a connection that the server closed while idle is replaced by a "
+          "new one") {
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::silent_close, 3);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  for (int i = 0; i < 3; ++i) {
+    INFO("request " << i);
+    if (i == 2) // the server's FIN has surely arrived by now
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto r = fetch(ioc, client);
+    INFO(r.error);
+    REQUIRE(r.ok);
+    CHECK(r.body == body);
+  }
+  CHECK(server.seen().connections.load() == 3);
+  CHECK(server.seen().count.load() == 3);
+  // Whether a close is noticed before the write (the peek) or after it (the
+  // retry) depends on how fast the server's FIN arrives; the 50 ms pause
+  // makes it the peek for the third request.
+  const auto stats = client.stats();
+  CHECK(stats.connections_opened == 3);
+  CHECK(stats.connections_reused <= 1);
+}
+
+TEST_CASE("a request that a reused connection loses without an answer is "
+          "sent once more on a new connection") {
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::drop_2nd, 2);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  REQUIRE(fetch(ioc, client).ok);
+  // The server reads the second request on the first connection and closes
+  // it without an answer: the keep-alive race, made certain.
+  const auto r = fetch(ioc, client);
+  INFO(r.error);
+  REQUIRE(r.ok);
+  CHECK(r.body == body);
+  CHECK(server.seen().connections.load() == 2);
+  CHECK(server.seen().count.load() == 3);
+  CHECK(client.stats().connections_opened == 2);
+  CHECK(client.stats().connections_reused == 1);
+}
+
+TEST_CASE("a failed retry is reported, not retried again") {
+  // One connection only: the server drops the second request on it and has
+  // stopped listening by then, so the retry's connect is refused.
+  threaded_server server([](const auto&) { return ok_response("{}"); },
+                         server_mode::drop_2nd, 1);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  REQUIRE(fetch(ioc, client).ok);
+  const auto r = fetch(ioc, client);
+  CHECK_FALSE(r.ok);
+  INFO(r.error);
+  CHECK(r.error.rfind("connect: ", 0) == 0);
+  CHECK(server.seen().connections.load() == 1);
+  CHECK(server.seen().count.load() == 2);
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_reused == 1);
+}
+
+TEST_CASE("a reused connection whose answer is cut short is an error, not "
+          "a retry") {
+  threaded_server server([](const auto&) { return ok_response("{}"); },
+                         server_mode::truncate_2nd, 2);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  REQUIRE(fetch(ioc, client).ok);
+  const auto r = fetch(ioc, client);
+  CHECK_FALSE(r.ok);
+  INFO(r.error);
+  CHECK(r.error.rfind("read: ", 0) == 0);
+  CHECK(server.seen().connections.load() == 1);
+  CHECK(server.seen().count.load() == 2);
+  CHECK(client.stats().connections_reused == 1);
+  CHECK(client.stats().connections_opened == 1);
+}
+
+TEST_CASE("a response with Connection: close is not pooled") {
+  threaded_server server([](const auto&) { return ok_response("{}"); },
+                         server_mode::one_shot, 3);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  for (int i = 0; i < 3; ++i) {
+    const auto r = fetch(ioc, client);
+    INFO(r.error);
+    REQUIRE(r.ok);
+  }
+  CHECK(server.seen().connections.load() == 3);
+  CHECK(client.stats().connections_opened == 3);
+  CHECK(client.stats().connections_reused == 0);
+}
+
+TEST_CASE("idle connections past idle_timeout or beyond max_idle are not "
+          "reused") {
+  threaded_server server([](const auto&) { return ok_response("{}"); },
+                         server_mode::keep_alive, 2);
+  asio::io_context ioc;
+  auto settings = settings_for(local_url("http", server.port()));
+  SECTION("idle_timeout") {
+    settings.idle_timeout = std::chrono::milliseconds(30);
+    herd::net::places_client client(ioc, settings);
+    REQUIRE(fetch(ioc, client).ok);
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    REQUIRE(fetch(ioc, client).ok);
+    CHECK(client.stats().connections_opened == 2);
+    CHECK(client.stats().connections_reused == 0);
+  }
+  SECTION("max_idle of 0") {
+    settings.max_idle = 0;
+    herd::net::places_client client(ioc, settings);
+    REQUIRE(fetch(ioc, client).ok);
+    REQUIRE(fetch(ioc, client).ok);
+    CHECK(client.stats().connections_opened == 2);
+    CHECK(client.stats().connections_reused == 0);
+  }
+  CHECK(server.seen().connections.load() == 2);
+}
+
+TEST_CASE("concurrent searches open several connections, all complete, and "
+          "later searches reuse them") {
+  constexpr int wave = 8;
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::keep_alive, wave);
+  asio::io_context ioc;
+  herd::net::places_client client(
+      ioc, settings_for(local_url("http", server.port())));
+  std::atomic<int> calls{0};
+  std::atomic<int> good{0};
+  auto search = [&] {
+    client.nearby_search("+1", "+2", "3", [&](herd::net::fetch_result r) {
+      if (r.ok && r.body == body)
+        ++good;
+      ++calls;
+    });
+  };
+  // The first wave starts before any io thread runs: the pool is empty, so
+  // every search opens a connection of its own.
+  for (int i = 0; i < wave; ++i)
+    search();
+  auto work = asio::make_work_guard(ioc);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 3; ++i)
+    runners.emplace_back([&] { ioc.run(); });
+  wait_for(calls, wave);
+  CHECK(calls.load() == wave);
+  CHECK(client.stats().connections_opened == wave);
+  CHECK(client.stats().connections_reused == 0);
+  // The second wave, from two other threads at once, finds the first wave's
+  // connections idle.
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 2; ++t)
+    callers.emplace_back([&] {
+      for (int i = 0; i < wave / 2; ++i)
+        search();
+    });
+  for (auto& t : callers)
+    t.join();
+  wait_for(calls, 2 * wave);
+  work.reset();
+  for (auto& t : runners)
+    t.join();
+  CHECK(calls.load() == 2 * wave);
+  CHECK(good.load() == 2 * wave);
+  CHECK(client.stats().connections_opened == wave);
+  CHECK(client.stats().connections_reused == wave);
+  CHECK(server.seen().connections.load() == wave);
+  CHECK(server.seen().count.load() == 2 * wave);
+}
+
+TEST_CASE("HTTPS connections are reused too") {
+  const test_cert cert = make_cert("DNS:localhost,IP:127.0.0.1");
+  const temp_file ca(cert.cert_pem);
+  const auto server_ctx = server_context(cert);
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::keep_alive, 1, server_ctx.get());
+  asio::io_context ioc;
+  auto settings = settings_for(local_url("https", server.port(), "localhost"));
+  settings.ca_file = ca.path();
+  herd::net::places_client client(ioc, settings);
+  for (int i = 0; i < 3; ++i) {
+    INFO("request " << i);
+    const auto r = fetch(ioc, client);
+    INFO(r.error);
+    REQUIRE(r.ok);
+    CHECK(r.body == body);
+  }
+  CHECK(server.seen().connections.load() == 1);
+  CHECK(server.seen().count.load() == 3);
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_reused == 2);
+  server.stop();
+  CHECK(server.seen().sni == "localhost");
 }
