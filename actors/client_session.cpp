@@ -36,6 +36,7 @@ void flush_updates(session_ptr self) {
 void flush_output(session_ptr self) {
   auto& st = self->state;
   flush_updates(self);
+  st.msglog.flush();
   if (st.out.empty() && st.out_lines == 0)
     return;
   st.conn->send(std::move(st.out), st.out_lines);
@@ -43,12 +44,25 @@ void flush_output(session_ptr self) {
   st.out_lines = 0;
 }
 
+/// The time of a message log line: the batch's receive time while a batch
+/// is handled, else now.
+int64_t log_time(const client_session_state& st) {
+  return st.batch_time != 0 ? st.batch_time : net::realtime_ns();
+}
+
+void log_in(session_ptr self, std::string_view line) {
+  auto& st = self->state;
+  if (st.node->log_messages)
+    st.msglog.add(log_time(st), st.log_name, "in", line);
+}
+
 void log_out(session_ptr self, std::string_view reply) {
   if (!self->state.node->log_messages)
     return;
   while (!reply.empty() && reply.back() == '\n')
     reply.remove_suffix(1);
-  HERD_LOG_INFO("{} out: {}", self->state.log_name, log::escaped{reply});
+  auto& st = self->state;
+  st.msglog.add(log_time(st), st.log_name, "out", reply);
 }
 
 /// A reply whose turn may not have come yet.
@@ -241,8 +255,7 @@ void handle_peer_line(session_ptr self, std::string_view line) {
   auto parsed = proto::parse_line(line);
   if (parsed.kind == proto::line_kind::at) {
     metrics::add(metrics::counter::in_at);
-    if (st.node->log_messages)
-      HERD_LOG_INFO("{} in: {}", st.log_name, log::escaped{line});
+    log_in(self, line);
     auto shard = st.node->shard_index(parsed.at.client_id);
     if (st.updates.empty())
       st.updates.resize(st.node->registry_shards.size());
@@ -287,8 +300,7 @@ void handle_line(session_ptr self, std::string_view line, int64_t received_ns) {
     ++st.out_lines; // nothing to say, but the line is answered
     return;
   }
-  if (st.node->log_messages)
-    HERD_LOG_INFO("{} in: {}", st.log_name, log::escaped{line});
+  log_in(self, line);
   std::string reply;
   switch (parsed.kind) {
   case proto::line_kind::iamat: {
@@ -410,6 +422,7 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
         metrics::handler_scope scope(metrics::actor_kind::client_session,
                                      self->mailbox().size());
         self->state.batch_lines = batch.ends.size();
+        self->state.batch_time = batch.received_ns;
         uint32_t begin = 0;
         for (auto end : batch.ends) {
           handle_line(self,
@@ -417,6 +430,7 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
                       batch.received_ns);
           begin = end;
         }
+        self->state.batch_time = 0;
         flush_output(self);
         maybe_finish(self); // a refused peer is closed here
       },

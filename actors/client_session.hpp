@@ -8,6 +8,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/node_context.hpp"
+#include "net/logging.hpp"
 #include "net/tcp_server.hpp"
 
 namespace herd {
@@ -55,7 +56,9 @@ struct client_session_state {
   /// reply that acknowledges them is written, and before any lookup.
   std::vector<std::vector<location_update>> updates;
   bool eof = false;
-  size_t batch_lines = 0; ///< lines in the batch being handled
+  size_t batch_lines = 0;    ///< lines in the batch being handled
+  int64_t batch_time = 0;    ///< its receive time; 0 outside a batch
+  log::message_block msglog; ///< per-message log lines not yet written
 
   // -- peer mode: a connection that opened with HERD-HELLO
   // ---------------------

@@ -1,10 +1,13 @@
 #include "net/logging.hpp"
 
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <thread>
 
 #include <spdlog/async.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
@@ -18,6 +21,36 @@ constexpr size_t queue_items = 1 << 16;
 
 /// The file sink, kept so close() can flush it from the calling thread.
 std::shared_ptr<spdlog::sinks::basic_file_sink_mt> file_sink;
+
+/// Writes message blocks as they are: their lines carry their own prefix.
+std::shared_ptr<spdlog::logger> block_logger;
+constexpr const char* block_logger_name = "messages";
+
+/// The file's one formatter: the usual prefix for ordinary entries, none for
+/// message blocks (both loggers share the sink, so lines never interleave).
+class herd_formatter final : public spdlog::formatter {
+ public:
+  herd_formatter()
+      : pattern_(std::make_unique<spdlog::pattern_formatter>(
+            "%Y-%m-%dT%H:%M:%S.%f%z %l %v")) {
+  }
+  void format(const spdlog::details::log_msg& msg,
+              spdlog::memory_buf_t& dest) override {
+    if (msg.logger_name == block_logger_name) {
+      dest.append(msg.payload.begin(), msg.payload.end());
+      std::string_view eol = spdlog::details::os::default_eol;
+      dest.append(eol.data(), eol.data() + eol.size());
+      return;
+    }
+    pattern_->format(msg, dest);
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<herd_formatter>();
+  }
+
+ private:
+  std::unique_ptr<spdlog::formatter> pattern_;
+};
 
 } // namespace
 
@@ -36,9 +69,12 @@ void open(const std::string& dir, const std::string& server) {
         server, file_sink, spdlog::thread_pool(),
         spdlog::async_overflow_policy::block);
     spdlog::register_logger(logger);
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%f%z %l %v");
+    file_sink->set_formatter(std::make_unique<herd_formatter>());
     logger->flush_on(spdlog::level::warn);
     spdlog::set_default_logger(logger);
+    block_logger = std::make_shared<spdlog::async_logger>(
+        block_logger_name, file_sink, spdlog::thread_pool(),
+        spdlog::async_overflow_policy::block);
     spdlog::flush_every(std::chrono::seconds(1));
   } catch (const spdlog::spdlog_ex& e) {
     throw std::runtime_error("cannot open log file " + path + ": " + e.what());
@@ -66,19 +102,55 @@ void close() {
     logger->flush();
 }
 
-bool needs_escape(std::string_view text) noexcept {
-  for (unsigned char c : text)
-    if (c < 0x20 || c == 0x7f || c == '\\')
-      return true;
-  return false;
+void message_block::add(int64_t when_ns, std::string_view who,
+                        std::string_view direction, std::string_view text) {
+  int64_t second = when_ns / 1'000'000'000;
+  if (second != stamp_second_) {
+    time_t t = static_cast<time_t>(second);
+    tm parts{};
+    localtime_r(&t, &parts);
+    char buf[32];
+    auto n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &parts);
+    stamp_.assign(buf, n);
+    long off = parts.tm_gmtoff / 60;
+    char zone[32];
+    std::snprintf(zone, sizeof(zone), "%c%02ld:%02ld", off < 0 ? '-' : '+',
+                  (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
+    zone_ = zone;
+    stamp_second_ = second;
+  }
+  char micros[32];
+  std::snprintf(micros, sizeof(micros), ".%06ld",
+                static_cast<long>((when_ns / 1000) % 1'000'000));
+  lines_ += stamp_;
+  lines_ += micros;
+  lines_ += zone_;
+  lines_ += " info ";
+  lines_ += who;
+  lines_ += ' ';
+  lines_ += direction;
+  lines_ += ": ";
+  append_escaped(lines_, text);
+  lines_ += '\n';
 }
 
-std::string escape(std::string_view text) {
-  if (!needs_escape(text))
-    return std::string(text);
+void message_block::flush() {
+  if (lines_.empty())
+    return;
+  lines_.pop_back(); // the writer ends the entry with its own newline
+  if (block_logger)
+    block_logger->info(lines_);
+  else
+    spdlog::info(lines_);
+  lines_.clear();
+}
+
+void append_escaped(std::string& out, std::string_view text) {
+  if (!needs_escape(text)) {
+    out += text;
+    return;
+  }
   static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(text.size() + 16);
   for (unsigned char c : text) {
     if (c == '\\') {
       out += "\\\\";
@@ -90,6 +162,19 @@ std::string escape(std::string_view text) {
       out += static_cast<char>(c);
     }
   }
+}
+
+bool needs_escape(std::string_view text) noexcept {
+  for (unsigned char c : text)
+    if (c < 0x20 || c == 0x7f || c == '\\')
+      return true;
+  return false;
+}
+
+std::string escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  append_escaped(out, text);
   return out;
 }
 

@@ -29,6 +29,28 @@ std::string escape(std::string_view text);
 /// True when `text` needs escape().
 bool needs_escape(std::string_view text) noexcept;
 
+/// Appends `text` escaped as escape() does.
+void append_escaped(std::string& out, std::string_view text);
+
+/// The per-message lines ("<who> in: ...", "<who> out: ...") of one batch,
+/// collected and handed to the background writer as one entry: per-message
+/// logging then costs a queue push per batch, not two per message. Lines
+/// carry the same timestamp format as every other log line.
+class message_block {
+ public:
+  /// Adds one line, timestamped `when_ns` (CLOCK_REALTIME).
+  void add(int64_t when_ns, std::string_view who, std::string_view direction,
+           std::string_view text);
+  /// Hands what was added to the writer; cheap when nothing was.
+  void flush();
+
+ private:
+  std::string lines_;
+  int64_t stamp_second_ = -1; ///< the second `stamp_` holds
+  std::string stamp_;         ///< "YYYY-MM-DDTHH:MM:SS" of that second
+  std::string zone_;          ///< "+HH:MM"
+};
+
 /// `text` escaped as escape() does, written straight into the log line
 /// (no allocation): `HERD_LOG_INFO("{} in: {}", name, log::escaped{line})`.
 struct escaped {
