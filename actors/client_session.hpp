@@ -26,15 +26,24 @@ class slot_queue {
  public:
   bool empty() const noexcept { return head_ == slots_.size(); }
   size_t size() const noexcept { return slots_.size() - head_; }
+  /// Slots the storage holds, popped ones included (tests).
+  size_t capacity() const noexcept { return slots_.capacity(); }
   reply_slot& operator[](size_t i) { return slots_[head_ + i]; }
   reply_slot& front() { return slots_[head_]; }
   void push_back(reply_slot s) { slots_.push_back(std::move(s)); }
   void pop_front() {
+    slots_[head_] = {}; // release the reply's bytes now
     if (++head_ == slots_.size()) {
       slots_.clear();
       head_ = 0;
       if (slots_.capacity() > 64)
         slots_.shrink_to_fit();
+    } else if (head_ >= 64 && head_ * 2 >= slots_.size()) {
+      // A client that always keeps a WHATSAT in flight never drains the
+      // queue: drop the popped prefix so memory follows what is pending.
+      slots_.erase(slots_.begin(),
+                   slots_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
     }
   }
 

@@ -1,5 +1,6 @@
 #include "net/logging.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -26,14 +27,28 @@ std::shared_ptr<spdlog::sinks::basic_file_sink_mt> file_sink;
 std::shared_ptr<spdlog::logger> block_logger;
 constexpr const char* block_logger_name = "messages";
 
+/// Records that the background writer reached it: everything queued before
+/// a message to this sink has been written when it fires (one writer thread,
+/// FIFO), which is how close() knows the log is complete.
+class marker_sink final : public spdlog::sinks::sink {
+ public:
+  void log(const spdlog::details::log_msg&) override { reached.store(true); }
+  void flush() override {}
+  void set_pattern(const std::string&) override {}
+  void set_formatter(std::unique_ptr<spdlog::formatter>) override {}
+  std::atomic<bool> reached{false};
+};
+
+std::shared_ptr<marker_sink> marker;
+std::shared_ptr<spdlog::logger> marker_logger;
+
 /// The file's one formatter: the usual prefix for ordinary entries, none for
 /// message blocks (both loggers share the sink, so lines never interleave).
 class herd_formatter final : public spdlog::formatter {
  public:
   herd_formatter()
       : pattern_(std::make_unique<spdlog::pattern_formatter>(
-            "%Y-%m-%dT%H:%M:%S.%f%z %l %v")) {
-  }
+            "%Y-%m-%dT%H:%M:%S.%f%z %l %v")) {}
   void format(const spdlog::details::log_msg& msg,
               spdlog::memory_buf_t& dest) override {
     if (msg.logger_name == block_logger_name) {
@@ -75,6 +90,10 @@ void open(const std::string& dir, const std::string& server) {
     block_logger = std::make_shared<spdlog::async_logger>(
         block_logger_name, file_sink, spdlog::thread_pool(),
         spdlog::async_overflow_policy::block);
+    marker = std::make_shared<marker_sink>();
+    marker_logger = std::make_shared<spdlog::async_logger>(
+        "marker", marker, spdlog::thread_pool(),
+        spdlog::async_overflow_policy::block);
     spdlog::flush_every(std::chrono::seconds(1));
   } catch (const spdlog::spdlog_ex& e) {
     throw std::runtime_error("cannot open log file " + path + ": " + e.what());
@@ -88,11 +107,13 @@ void open_stderr() {
 
 void close() {
   // Actors may still be logging on other threads, so nothing is torn down:
-  // wait (bounded) until the background thread has written what is queued,
-  // then flush the file from here.
-  if (auto pool = spdlog::thread_pool()) {
+  // queue a marker behind everything logged so far, wait (bounded) until
+  // the background writer has reached it, then flush the file from here.
+  if (marker_logger) {
+    marker->reached.store(false);
+    marker_logger->info("end");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (pool->queue_size() > 0 &&
+    while (!marker->reached.load() &&
            std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

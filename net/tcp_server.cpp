@@ -137,6 +137,14 @@ void connection::on_readable(const boost::system::error_code& ec) {
   reading_ = false;
   if (!handler_)
     return; // closed
+  {
+    std::unique_lock<std::mutex> guard(mtx_);
+    if (closed_) { // by another thread: finish the close here
+      guard.unlock();
+      do_close(close_why_);
+      return;
+    }
+  }
   if (ec) {
     do_close(close_reason::peer_reset);
     return;
@@ -238,11 +246,13 @@ void connection::send(std::string bytes, uint32_t answered) {
     if (n > 0)
       bytes.erase(0, static_cast<size_t>(n));
   }
-  queued_bytes_ += bytes.size();
+  // A reader is slow when what it left unread already exceeds the limit;
+  // one large write (a catch-up) on a connection that keeps up is fine.
   if (queued_bytes_ > limits_.max_output_bytes) {
     close_locked(close_reason::slow_reader);
     return;
   }
+  queued_bytes_ += bytes.size();
   queue_.push_back(std::move(bytes));
   if (!writing_) {
     writing_ = true;
@@ -296,8 +306,7 @@ void connection::finish() {
 void connection::maybe_finish_locked() {
   if (!finishing_ || writing_ || !queue_.empty() || closed_)
     return;
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  ::shutdown(socket_.native_handle(), SHUT_WR);
   close_locked(close_reason::finished);
 }
 
@@ -312,8 +321,12 @@ void connection::close_locked(close_reason why) {
   if (!closed_) {
     closed_ = true;
     close_why_ = why;
-    boost::system::error_code ec;
-    socket_.close(ec); // under mtx_: no sender can write to a reused fd
+    // Any thread may get here, but the socket object belongs to the io
+    // thread: shut the connection down (which wakes a pending read) and
+    // leave closing the descriptor to do_close there. The descriptor stays
+    // allocated until then, so no new connection can reuse its number while
+    // the io thread still reads from it; senders see closed_ under mtx_.
+    ::shutdown(socket_.native_handle(), SHUT_RDWR);
     queue_.clear();
   }
   // The handler is told on the io thread, which owns it.
@@ -328,9 +341,11 @@ void connection::do_close(close_reason why) {
     if (!closed_) {
       closed_ = true;
       close_why_ = why;
+      queue_.clear();
+    }
+    if (socket_.is_open()) {
       boost::system::error_code ec;
       socket_.close(ec);
-      queue_.clear();
     }
     why = close_why_;
   }
