@@ -556,3 +556,28 @@ TEST_CASE("a node started with --log-dir writes its log there") {
   CHECK(contains(read_file(dir.file("elsewhere/Alpha.log")),
                  "node Alpha stopped"));
 }
+
+TEST_CASE("a client that never reads its replies is cut off and others are "
+          "not held up") {
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_output_bytes = 65536;
+  one_node n(spec);
+  client hog(n.port());
+  client other(n.port());
+  // Requests pipelined without reading a reply: once the kernel's buffers
+  // and the node's 64 KiB of queued replies are full, the node must drop
+  // this connection rather than keep its replies in memory. Bounded: at
+  // most 40 chunks of 5,000 lines (about 18 MB of replies in all).
+  std::string chunk;
+  for (int i = 0; i < 5000; ++i)
+    chunk += iamat("hog-" + std::to_string(i), ucla, old_time);
+  bool cut = false;
+  for (int round = 0; round < 40 && !cut; ++round)
+    cut = !hog.try_send(chunk, 2000ms);
+  INFO("the node kept reading and queueing replies for the hog");
+  REQUIRE(wait_for_file_containing(n.h.log_path("Alpha"),
+                                   "slow reader (output limit)", 5000ms));
+  other.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(other.read_line(), "Alpha", kiwi, ucla, old_time);
+}
