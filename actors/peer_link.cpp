@@ -245,12 +245,10 @@ peer_link(link_ptr self, std::shared_ptr<const node_context> node,
         metrics::handler_scope scope(metrics::actor_kind::peer_link,
                                      self->mailbox().size());
         if (cur.now != phase::up && cur.now != phase::syncing) {
-          cur.floods_dropped += lines.size();
           metrics::add(cur.index, metrics::peer_counter::floods_dropped,
                        lines.size());
           return;
         }
-        cur.floods_sent += lines.size();
         metrics::add(cur.index, metrics::peer_counter::floods_sent,
                      lines.size());
         cur.conn->send(join_lines(lines), 0);

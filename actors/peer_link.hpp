@@ -36,10 +36,6 @@ struct peer_link_state {
   uint64_t sync_bytes_in = 0;
   uint64_t sync_records_in = 0;
 
-  // -- counters ------------------------------------------------------------
-  uint64_t floods_sent = 0;
-  uint64_t floods_dropped = 0; ///< while down: carried by the next catch-up
-
   static inline const char* name = "peer_link";
 };
 

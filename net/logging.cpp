@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <iterator>
 #include <thread>
 
 #include <spdlog/async.h>
@@ -167,22 +168,10 @@ void message_block::flush() {
 }
 
 void append_escaped(std::string& out, std::string_view text) {
-  if (!needs_escape(text)) {
+  if (!needs_escape(text))
     out += text;
-    return;
-  }
-  static constexpr char hex[] = "0123456789abcdef";
-  for (unsigned char c : text) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
+  else
+    escape_into(std::back_inserter(out), text);
 }
 
 bool needs_escape(std::string_view text) noexcept {

@@ -29,6 +29,27 @@ std::string escape(std::string_view text);
 /// True when `text` needs escape().
 bool needs_escape(std::string_view text) noexcept;
 
+/// Writes `text` to `out` with control bytes, DEL and backslash escaped
+/// (the one definition of the escaping; the functions below use it).
+template<class OutputIt>
+OutputIt escape_into(OutputIt out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  for (unsigned char c : text) {
+    if (c == '\\') {
+      *out++ = '\\';
+      *out++ = '\\';
+    } else if (c < 0x20 || c == 0x7f) {
+      *out++ = '\\';
+      *out++ = 'x';
+      *out++ = hex[c >> 4];
+      *out++ = hex[c & 0xf];
+    } else {
+      *out++ = static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 /// Appends `text` escaped as escape() does.
 void append_escaped(std::string& out, std::string_view text);
 
@@ -64,24 +85,7 @@ struct fmt::formatter<herd::log::escaped> : fmt::formatter<std::string_view> {
   template<class FormatContext>
   auto format(const herd::log::escaped& e, FormatContext& ctx) const
       -> decltype(ctx.out()) {
-    if (!herd::log::needs_escape(e.text))
-      return fmt::formatter<std::string_view>::format(e.text, ctx);
-    static constexpr char hex[] = "0123456789abcdef";
-    auto out = ctx.out();
-    for (unsigned char c : e.text) {
-      if (c == '\\') {
-        *out++ = '\\';
-        *out++ = '\\';
-      } else if (c < 0x20 || c == 0x7f) {
-        *out++ = '\\';
-        *out++ = 'x';
-        *out++ = hex[c >> 4];
-        *out++ = hex[c & 0xf];
-      } else {
-        *out++ = static_cast<char>(c);
-      }
-    }
-    return out;
+    return herd::log::escape_into(ctx.out(), e.text);
   }
 };
 
