@@ -1,4 +1,5 @@
 // herd-node: one server of the herd.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -17,7 +18,8 @@ options:
   --config FILE      read the herd config from FILE (JSON) instead of the
                      built-in default (the same as config/herd.json)
   --threads N        CAF scheduler worker threads (overrides "threads")
-  --io-threads N     socket I/O threads (overrides "io_threads")
+  --io-threads N     socket I/O threads of their own (overrides "io_threads");
+                     0: the scheduler threads run the sockets too
   --log-dir DIR      directory of the log file NAME.log (overrides "log_dir")
   --quiet            no per-message log lines (overrides "log_messages")
   --print-config     print the built-in default config and exit
@@ -36,14 +38,15 @@ use, log directory not writable), 2 for a bad command line or config.
   std::exit(2);
 }
 
-uint32_t parse_count(std::string_view option, const char* text, uint32_t max) {
+uint32_t parse_count(std::string_view option, const char* text, uint32_t max,
+                     uint32_t min = 1) {
   char* end = nullptr;
   errno = 0;
   unsigned long v = std::strtoul(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || errno != 0 || v == 0 || v > max ||
+  if (*text == '\0' || *end != '\0' || errno != 0 || v < min || v > max ||
       *text == '-' || *text == '+')
-    die(std::string(option) + ": \"" + text + "\" is not a number from 1 to " +
-        std::to_string(max));
+    die(std::string(option) + ": \"" + text + "\" is not a number from " +
+        std::to_string(min) + " to " + std::to_string(max));
   return static_cast<uint32_t>(v);
 }
 
@@ -51,7 +54,8 @@ uint32_t parse_count(std::string_view option, const char* text, uint32_t max) {
 
 int main(int argc, char** argv) {
   std::string name, config_file, log_dir;
-  uint32_t threads = 0, io_threads = 0;
+  uint32_t threads = 0;
+  int64_t io_threads = -1; // -1: as the config says
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -71,7 +75,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--threads") {
       threads = parse_count(arg, value(), 1024);
     } else if (arg == "--io-threads") {
-      io_threads = parse_count(arg, value(), 256);
+      io_threads = parse_count(arg, value(), 256, 0);
     } else if (arg == "--log-dir") {
       log_dir = value();
       if (log_dir.empty())
@@ -112,8 +116,8 @@ int main(int argc, char** argv) {
   }
   if (threads != 0)
     opts.cfg.threads = threads;
-  if (io_threads != 0)
-    opts.cfg.io_threads = io_threads;
+  if (io_threads >= 0)
+    opts.cfg.io_threads = static_cast<uint32_t>(io_threads);
   if (!log_dir.empty())
     opts.cfg.log_dir = log_dir;
   if (quiet)

@@ -11,6 +11,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/client_session.hpp"
+#include "actors/io_scheduler.hpp"
 #include "actors/location_registry.hpp"
 #include "actors/metrics.hpp"
 #include "actors/node_context.hpp"
@@ -82,11 +83,16 @@ int run_node(const node_options& opts) {
   caf::actor_system_config sys_cfg;
   sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.threads));
   sys_cfg.add_message_types<caf::id_block::herd>();
+  // io_threads 0: the scheduler's workers run the sockets themselves.
+  if (cfg.io_threads == 0)
+    use_io_scheduler(sys_cfg);
   caf::actor_system sys{sys_cfg};
   // Shutdown does not wait for sessions: see the end of this function.
   sys.await_actors_before_shutdown(false);
 
-  net::io_pool pool(cfg.io_threads);
+  net::io_pool pool = cfg.io_threads == 0
+                          ? net::io_pool(worker_io_contexts(sys))
+                          : net::io_pool(cfg.io_threads);
 
   auto ctx = std::make_shared<node_context>();
   ctx->server_name = opts.name;

@@ -230,7 +230,7 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   if (auto* x = obj.if_contains("threads"))
     cfg.threads = static_cast<uint32_t>(r.integer(*x, "threads", 1, 1024));
   if (auto* x = obj.if_contains("io_threads"))
-    cfg.io_threads = static_cast<uint32_t>(r.integer(*x, "io_threads", 1, 256));
+    cfg.io_threads = static_cast<uint32_t>(r.integer(*x, "io_threads", 0, 256));
   if (auto* x = obj.if_contains("registry_shards"))
     cfg.registry_shards =
         static_cast<uint32_t>(r.integer(*x, "registry_shards", 1, 256));

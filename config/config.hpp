@@ -49,7 +49,7 @@ struct herd_config {
   std::vector<std::pair<std::string, std::string>> links;
   places_config places;
   uint32_t threads = 4;    ///< CAF scheduler worker threads
-  uint32_t io_threads = 1; ///< Asio io_context threads
+  uint32_t io_threads = 0; ///< own Asio threads; 0: the scheduler runs sockets
   uint32_t registry_shards = 1;
   std::string log_dir = "logs";
   bool log_messages = true;         ///< one log line per message in and out

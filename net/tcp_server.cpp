@@ -44,10 +44,14 @@ io_pool::io_pool(size_t size) {
   if (size == 0)
     size = 1;
   for (size_t i = 0; i < size; ++i) {
-    contexts_.push_back(std::make_unique<asio::io_context>(1));
-    guards_.emplace_back(asio::make_work_guard(*contexts_.back()));
+    owned_.push_back(std::make_unique<asio::io_context>(1));
+    contexts_.push_back(owned_.back().get());
+    guards_.emplace_back(asio::make_work_guard(*owned_.back()));
   }
 }
+
+io_pool::io_pool(std::vector<asio::io_context*> shared)
+    : contexts_(std::move(shared)) {}
 
 io_pool::~io_pool() {
   stop();
@@ -59,12 +63,12 @@ asio::io_context& io_pool::next() {
 }
 
 void io_pool::start() {
-  for (auto& ctx : contexts_)
+  for (auto& ctx : owned_)
     threads_.emplace_back([c = ctx.get()] { c->run(); });
 }
 
 void io_pool::stop() {
-  for (auto& ctx : contexts_)
+  for (auto& ctx : owned_)
     ctx->stop();
   for (auto& t : threads_)
     if (t.joinable())

@@ -20,11 +20,15 @@
 
 namespace herd::net {
 
-/// N io_contexts with one thread each. A connection lives on one context for
-/// its whole life, so its handlers never race and need no strand.
+/// N io_contexts, each run by one thread. A connection lives on one context
+/// for its whole life, so its handlers never race and need no strand.
 class io_pool {
  public:
+  /// Owns `size` contexts and, from start() on, one thread for each.
   explicit io_pool(size_t size);
+  /// Hands out contexts that other threads run (the scheduler's workers);
+  /// start() and stop() leave them alone.
+  explicit io_pool(std::vector<boost::asio::io_context*> shared);
   ~io_pool();
 
   /// The next context, round robin.
@@ -38,7 +42,8 @@ class io_pool {
  private:
   using work_guard =
       boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
-  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
+  std::vector<std::unique_ptr<boost::asio::io_context>> owned_;
+  std::vector<boost::asio::io_context*> contexts_;
   std::vector<work_guard> guards_;
   std::vector<std::thread> threads_;
   std::atomic<size_t> next_{0};

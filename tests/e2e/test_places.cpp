@@ -6,6 +6,7 @@
 #include "harness.hpp"
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -292,6 +293,49 @@ TEST_CASE("WHATSAT and IAMAT lines pipelined in one write are answered in "
   CHECK(r3.at_line + "\n" == at_a);
   CHECK(r3.results().empty());
   CHECK(contains(c.read_line(), " c.example "));
+}
+
+TEST_CASE("every thread layout answers the same: sockets on the scheduler "
+          "threads (one or four) or on io threads of their own") {
+  struct layout {
+    unsigned threads, io_threads;
+  };
+  for (auto l : {layout{1, 0}, layout{4, 0}, layout{2, 2}}) {
+    INFO("threads " << l.threads << ", io_threads " << l.io_threads);
+    stubbed_node n(stubbed_node::with_results(60), [&](config_spec& spec) {
+      spec.threads = l.threads;
+      spec.io_threads = l.io_threads;
+    });
+    // Several connections at once, so sessions land on different workers
+    // (and, with four, get stolen) while each keeps its reply order.
+    std::vector<std::unique_ptr<client>> conns;
+    for (int i = 0; i < 8; ++i)
+      conns.push_back(std::make_unique<client>(n.port()));
+    for (size_t i = 0; i < conns.size(); ++i) {
+      std::string id = "layout" + std::to_string(i) + ".example";
+      std::string batch;
+      for (int k = 0; k < 50; ++k)
+        batch += iamat(id, ucla, "1621464827." + std::to_string(100 + k));
+      batch += "WHATSAT " + id + " 10 2\nNOPE\n";
+      conns[i]->send(batch);
+    }
+    for (size_t i = 0; i < conns.size(); ++i) {
+      std::string id = "layout" + std::to_string(i) + ".example";
+      std::string last;
+      for (int k = 0; k < 50; ++k) {
+        last = conns[i]->read_line();
+        REQUIRE(contains(last, " " + id + " "));
+        REQUIRE(contains(last, " 1621464827." + std::to_string(100 + k)));
+      }
+      auto r = read_whatsat(*conns[i]);
+      CHECK(r.at_line + "\n" == last);
+      CHECK(r.results().size() == 2);
+      CHECK(conns[i]->read_line() == "? NOPE\n");
+    }
+    auto status = n.h->stop("Alpha");
+    CHECK(describe(status) ==
+          describe(exit_status{true, 0, 0, false, status.elapsed}));
+  }
 }
 
 TEST_CASE("IAMATs behind a slow WHATSAT wait for it while another connection "

@@ -1,0 +1,172 @@
+#include "actors/io_scheduler.hpp"
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <random>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/detail/double_ended_queue.hpp>
+#include <caf/policy/unprofiled.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/coordinator.hpp>
+
+namespace asio = boost::asio;
+
+namespace herd {
+
+namespace {
+
+/// A worker that keeps finding jobs still reads its sockets this often.
+constexpr size_t io_poll_interval = 64;
+
+/// The worker running on this thread, and its coordinator (null elsewhere).
+thread_local void* tl_worker = nullptr;
+thread_local const void* tl_coordinator = nullptr;
+
+class io_policy : public caf::policy::unprofiled {
+ public:
+  using queue_type = caf::detail::double_ended_queue<caf::resumable>;
+  using work_guard = asio::executor_work_guard<asio::io_context::executor_type>;
+
+  struct coordinator_data {
+    explicit coordinator_data(caf::scheduler::abstract_coordinator*) {}
+    std::atomic<size_t> next_worker{0};
+  };
+
+  struct worker_data {
+    /// The prototype the coordinator copies into each worker.
+    explicit worker_data(caf::scheduler::abstract_coordinator*) {}
+    /// A worker's own data: its context is created here, and kept running
+    /// (run_one blocks instead of returning) by the work guard.
+    worker_data(const worker_data& prototype)
+        : io(std::make_unique<asio::io_context>(1)),
+          guard(asio::make_work_guard(*io)),
+          rng(static_cast<unsigned>(reinterpret_cast<uintptr_t>(&prototype) ^
+                                    reinterpret_cast<uintptr_t>(this))) {}
+
+    queue_type queue;
+    std::unique_ptr<asio::io_context> io;
+    std::optional<work_guard> guard;
+    /// Set while the worker is (about to be) blocked in epoll: an enqueue
+    /// from another thread then posts a no-op to wake it.
+    std::atomic<bool> sleeping{false};
+    size_t since_io = 0;
+    std::minstd_rand rng;
+  };
+
+  template<class Coordinator>
+  void central_enqueue(Coordinator* self, caf::resumable* job) {
+    using worker_type = typename Coordinator::worker_type;
+    if (tl_worker != nullptr && tl_coordinator == self) {
+      // From one of our workers outside an actor (a socket handler): run it
+      // on this worker, which is awake, so no wake-up is needed.
+      d(static_cast<worker_type*>(tl_worker)).queue.append(job);
+      return;
+    }
+    auto* w = self->worker_by_id(d(self).next_worker.fetch_add(1) %
+                                 self->num_workers());
+    w->external_enqueue(job);
+  }
+
+  template<class Worker>
+  void external_enqueue(Worker* self, caf::resumable* job) {
+    auto& data = d(self);
+    data.queue.append(job);
+    // Pairs with the fence in dequeue: either the worker sees the job before
+    // it blocks, or this thread sees `sleeping` and wakes it.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (data.sleeping.load(std::memory_order_relaxed) &&
+        data.sleeping.exchange(false))
+      asio::post(*data.io, [] {});
+  }
+
+  template<class Worker>
+  void internal_enqueue(Worker* self, caf::resumable* job) {
+    // An actor sending to another: the receiver runs next, while the data
+    // it was sent is still in this core's cache.
+    d(self).queue.append(job);
+  }
+
+  template<class Worker>
+  void resume_job_later(Worker* self, caf::resumable* job) {
+    d(self).queue.append(job);
+  }
+
+  template<class Worker> caf::resumable* try_steal(Worker* self) {
+    auto* parent = self->parent();
+    const size_t n = parent->num_workers();
+    if (n < 2)
+      return nullptr;
+    auto& data = d(self);
+    size_t victim = data.rng() % (n - 1);
+    if (victim >= self->id())
+      ++victim;
+    return d(parent->worker_by_id(victim)).queue.take_tail();
+  }
+
+  template<class Worker> caf::resumable* dequeue(Worker* self) {
+    auto& data = d(self);
+    tl_worker = self;
+    tl_coordinator = self->parent();
+    if (++data.since_io >= io_poll_interval) {
+      data.since_io = 0;
+      data.io->poll();
+    }
+    for (;;) {
+      if (auto* job = data.queue.take_head())
+        return job;
+      data.since_io = 0;
+      // One ready socket handler, without waiting; a read enqueues its
+      // session here and the loop runs it next.
+      if (data.io->poll() > 0)
+        continue;
+      if (auto* job = try_steal(self))
+        return job;
+      data.sleeping.store(true, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (auto* job = data.queue.take_head()) {
+        data.sleeping.store(false, std::memory_order_relaxed);
+        return job;
+      }
+      data.io->run_one(); // epoll until a socket, a timer or a wake-up
+      data.sleeping.store(false, std::memory_order_relaxed);
+    }
+  }
+
+  template<class Worker, class UnaryFunction>
+  void foreach_resumable(Worker* self, UnaryFunction f) {
+    for (auto* job = d(self).queue.take_head(); job != nullptr;
+         job = d(self).queue.take_head())
+      f(job);
+  }
+
+  template<class Coordinator, class UnaryFunction>
+  void foreach_central_resumable(Coordinator*, UnaryFunction) {}
+};
+
+using io_coordinator = caf::scheduler::coordinator<io_policy>;
+
+} // namespace
+
+void use_io_scheduler(caf::actor_system_config& cfg) {
+  cfg.module_factories.push_back(
+      [](caf::actor_system& sys) -> caf::actor_system::module* {
+        return new io_coordinator(sys);
+      });
+}
+
+std::vector<asio::io_context*> worker_io_contexts(caf::actor_system& sys) {
+  std::vector<asio::io_context*> result;
+  auto* co = dynamic_cast<io_coordinator*>(&sys.scheduler());
+  if (co == nullptr)
+    return result;
+  for (size_t i = 0; i < co->num_workers(); ++i)
+    result.push_back(co->worker_by_id(i)->data().io.get());
+  return result;
+}
+
+} // namespace herd
