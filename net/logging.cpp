@@ -1,71 +1,136 @@
 #include "net/logging.hpp"
 
-#include <atomic>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <iterator>
+#include <mutex>
+#include <stdexcept>
 #include <thread>
 
-#include <spdlog/async.h>
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 namespace herd::log {
 
 namespace {
 
-// Big enough to ride out bursts of per-message logging; when it is full the
-// caller waits instead of dropping lines (the log is the audit trail).
-constexpr size_t queue_items = 1 << 16;
-
-/// The file sink, kept so close() can flush it from the calling thread.
-std::shared_ptr<spdlog::sinks::basic_file_sink_mt> file_sink;
-
-/// Writes message blocks as they are: their lines carry their own prefix.
-std::shared_ptr<spdlog::logger> block_logger;
-constexpr const char* block_logger_name = "messages";
-
-/// Records that the background writer reached it: everything queued before
-/// a message to this sink has been written when it fires (one writer thread,
-/// FIFO), which is how close() knows the log is complete.
-class marker_sink final : public spdlog::sinks::sink {
+/// The log file and the one thread that writes it. Callers append formatted
+/// lines to a shared buffer (a memcpy under a mutex); the writer swaps the
+/// buffer out every `write_interval`, or at once when `wake_bytes` are
+/// waiting or a warning comes, and writes it with one write(2). So a busy
+/// node pays no thread switch per log line or per batch, only one per
+/// interval, which is what made per-message logging cheap enough to leave on.
+/// Nothing is dropped: a caller waits while `max_pending` bytes are unwritten
+/// (the log is the audit trail).
+class file_writer {
  public:
-  void log(const spdlog::details::log_msg&) override { reached.store(true); }
-  void flush() override {}
-  void set_pattern(const std::string&) override {}
-  void set_formatter(std::unique_ptr<spdlog::formatter>) override {}
-  std::atomic<bool> reached{false};
-};
+  static constexpr auto write_interval = std::chrono::milliseconds(20);
+  static constexpr size_t wake_bytes = 256 * 1024;
+  static constexpr size_t max_pending = 64 * 1024 * 1024;
 
-std::shared_ptr<marker_sink> marker;
-std::shared_ptr<spdlog::logger> marker_logger;
-
-/// The file's one formatter: the usual prefix for ordinary entries, none for
-/// message blocks (both loggers share the sink, so lines never interleave).
-class herd_formatter final : public spdlog::formatter {
- public:
-  herd_formatter()
-      : pattern_(std::make_unique<spdlog::pattern_formatter>(
-            "%Y-%m-%dT%H:%M:%S.%f%z %l %v")) {}
-  void format(const spdlog::details::log_msg& msg,
-              spdlog::memory_buf_t& dest) override {
-    if (msg.logger_name == block_logger_name) {
-      dest.append(msg.payload.begin(), msg.payload.end());
-      std::string_view eol = spdlog::details::os::default_eol;
-      dest.append(eol.data(), eol.data() + eol.size());
-      return;
-    }
-    pattern_->format(msg, dest);
+  explicit file_writer(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                   0644)) {
+    if (fd_ < 0)
+      throw std::runtime_error("cannot open log file " + path + ": " +
+                               std::strerror(errno));
+    // Never joined: the writer lives as long as the process.
+    std::thread([this] { run(); }).detach();
   }
-  std::unique_ptr<spdlog::formatter> clone() const override {
-    return std::make_unique<herd_formatter>();
+
+  /// Any thread. `urgent`: wake the writer now (warnings and errors).
+  void append(std::string_view bytes, bool urgent) {
+    std::unique_lock<std::mutex> lock(mtx_);
+    space_.wait(lock, [&] { return pending_.size() < max_pending; });
+    const bool crossed = pending_.size() < wake_bytes &&
+                         pending_.size() + bytes.size() >= wake_bytes;
+    pending_.append(bytes.data(), bytes.size());
+    urgent_ = urgent_ || urgent;
+    lock.unlock();
+    if (crossed || urgent)
+      wake_.notify_one();
+  }
+
+  /// Any thread: everything appended before the call is written when it
+  /// returns (in order: writes take `write_mtx_` before the buffer).
+  void flush() {
+    std::lock_guard<std::mutex> writing(write_mtx_);
+    std::string chunk;
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      chunk.swap(pending_);
+    }
+    space_.notify_all();
+    write_all(chunk);
   }
 
  private:
-  std::unique_ptr<spdlog::formatter> pattern_;
+  void run() {
+    std::string chunk;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mtx_);
+        wake_.wait_for(lock, write_interval, [&] {
+          return urgent_ || pending_.size() >= wake_bytes;
+        });
+        urgent_ = false;
+      }
+      std::lock_guard<std::mutex> writing(write_mtx_);
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        chunk.swap(pending_); // pending_ keeps the old chunk's capacity
+      }
+      space_.notify_all();
+      write_all(chunk);
+      chunk.clear();
+    }
+  }
+
+  void write_all(const std::string& chunk) {
+    const char* p = chunk.data();
+    size_t left = chunk.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, left);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return; // a full disk: lose this chunk rather than stall the node
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+
+  int fd_;
+  std::mutex mtx_;
+  std::condition_variable wake_, space_;
+  std::string pending_;
+  bool urgent_ = false;
+  std::mutex write_mtx_;
+};
+
+/// Leaked on purpose: threads may log until the process exits.
+file_writer* writer = nullptr;
+
+/// Formats ordinary log lines on the caller's thread and hands them to the
+/// writer, so they and the message blocks share one order in the file.
+class writer_sink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    writer->append(std::string_view(buf.data(), buf.size()),
+                   msg.level >= spdlog::level::warn);
+  }
+  void flush_() override { writer->flush(); }
 };
 
 } // namespace
@@ -78,27 +143,13 @@ void open(const std::string& dir, const std::string& server) {
     throw std::runtime_error("cannot create log directory " + dir + ": " +
                              ec.message());
   auto path = (fs::path(dir) / (server + ".log")).string();
-  try {
-    spdlog::init_thread_pool(queue_items, 1);
-    file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
-    auto logger = std::make_shared<spdlog::async_logger>(
-        server, file_sink, spdlog::thread_pool(),
-        spdlog::async_overflow_policy::block);
-    spdlog::register_logger(logger);
-    file_sink->set_formatter(std::make_unique<herd_formatter>());
-    logger->flush_on(spdlog::level::warn);
-    spdlog::set_default_logger(logger);
-    block_logger = std::make_shared<spdlog::async_logger>(
-        block_logger_name, file_sink, spdlog::thread_pool(),
-        spdlog::async_overflow_policy::block);
-    marker = std::make_shared<marker_sink>();
-    marker_logger = std::make_shared<spdlog::async_logger>(
-        "marker", marker, spdlog::thread_pool(),
-        spdlog::async_overflow_policy::block);
-    spdlog::flush_every(std::chrono::seconds(1));
-  } catch (const spdlog::spdlog_ex& e) {
-    throw std::runtime_error("cannot open log file " + path + ": " + e.what());
-  }
+  writer = new file_writer(path);
+  auto sink = std::make_shared<writer_sink>();
+  sink->set_pattern("%Y-%m-%dT%H:%M:%S.%f%z %l %v");
+  auto logger = std::make_shared<spdlog::logger>(server, std::move(sink));
+  // Errors are written before the call returns; warnings wake the writer.
+  logger->flush_on(spdlog::level::err);
+  spdlog::set_default_logger(logger);
 }
 
 void open_stderr() {
@@ -107,22 +158,30 @@ void open_stderr() {
 }
 
 void close() {
-  // Actors may still be logging on other threads, so nothing is torn down:
-  // queue a marker behind everything logged so far, wait (bounded) until
-  // the background writer has reached it, then flush the file from here.
-  if (marker_logger) {
-    marker->reached.store(false);
-    marker_logger->info("end");
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (!marker->reached.load() &&
-           std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  if (file_sink)
-    file_sink->flush();
+  // Other threads may still be logging, so nothing is torn down: write out
+  // everything logged so far, from this thread.
+  if (writer)
+    writer->flush();
   else if (auto logger = spdlog::default_logger())
     logger->flush();
 }
+
+namespace {
+
+/// 1 for the bytes escape_into() writes as they are.
+constexpr std::array<bool, 256> plain_bytes = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c)
+    t[static_cast<size_t>(c)] = !(c < 0x20 || c == 0x7f || c == '\\');
+  return t;
+}();
+
+char* copy(char* out, std::string_view s) {
+  std::memcpy(out, s.data(), s.size());
+  return out + s.size();
+}
+
+} // namespace
 
 void message_block::add(int64_t when_ns, std::string_view who,
                         std::string_view direction, std::string_view text) {
@@ -141,29 +200,49 @@ void message_block::add(int64_t when_ns, std::string_view who,
     zone_ = zone;
     stamp_second_ = second;
   }
-  char micros[32];
-  std::snprintf(micros, sizeof(micros), ".%06ld",
-                static_cast<long>((when_ns / 1000) % 1'000'000));
-  lines_ += stamp_;
-  lines_ += micros;
-  lines_ += zone_;
-  lines_ += " info ";
-  lines_ += who;
-  lines_ += ' ';
-  lines_ += direction;
-  lines_ += ": ";
-  append_escaped(lines_, text);
-  lines_ += '\n';
+  // The exact length first (the scan also tells whether to escape), then
+  // one resize and straight copies: this runs twice per message.
+  size_t escaped_size = text.size();
+  bool plain = true;
+  for (unsigned char c : text) {
+    if (!plain_bytes[c]) {
+      plain = false;
+      escaped_size += c == '\\' ? 1 : 3;
+    }
+  }
+  constexpr std::string_view level = " info ";
+  const size_t old = lines_.size();
+  lines_.resize(old + stamp_.size() + 7 + zone_.size() + level.size() +
+                who.size() + 1 + direction.size() + 2 + escaped_size + 1);
+  char* p = lines_.data() + old;
+  p = copy(p, stamp_);
+  *p++ = '.';
+  auto micros = static_cast<uint32_t>((when_ns / 1000) % 1'000'000);
+  for (int i = 5; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + micros % 10);
+    micros /= 10;
+  }
+  p += 6;
+  p = copy(p, zone_);
+  p = copy(p, level);
+  p = copy(p, who);
+  *p++ = ' ';
+  p = copy(p, direction);
+  *p++ = ':';
+  *p++ = ' ';
+  p = plain ? copy(p, text) : escape_into(p, text);
+  *p = '\n';
 }
 
 void message_block::flush() {
   if (lines_.empty())
     return;
-  lines_.pop_back(); // the writer ends the entry with its own newline
-  if (block_logger)
-    block_logger->info(lines_);
-  else
+  if (writer) {
+    writer->append(lines_, false);
+  } else {
+    lines_.pop_back(); // the logger ends the entry with its own newline
     spdlog::info(lines_);
+  }
   lines_.clear();
 }
 

@@ -1,5 +1,7 @@
-// Logging over spdlog: one file per server, written by a background thread so
-// a log line costs the hot path a format and a queue push, not a write(2).
+// Logging over spdlog: one file per server. Callers format their lines and
+// append them to a shared buffer; one background thread writes the buffer out
+// every 20 ms (sooner when it grows or a warning comes), so a log line costs
+// the hot path a format and a memcpy, never a write(2) or a thread switch.
 // Each line starts with the component's name. No secret is ever passed here.
 #pragma once
 
@@ -18,8 +20,8 @@ void open(const std::string& dir, const std::string& server);
 /// A logger to stderr only (tests, tools).
 void open_stderr();
 
-/// Writes out what is queued and flushes the file (bounded to a second);
-/// safe while other threads still log, and safe to call twice.
+/// Writes out everything logged so far, from the calling thread; safe while
+/// other threads still log, and safe to call twice.
 void close();
 
 /// `text` with control bytes, DEL and backslash written as \xNN / \\, so one
@@ -54,9 +56,9 @@ OutputIt escape_into(OutputIt out, std::string_view text) {
 void append_escaped(std::string& out, std::string_view text);
 
 /// The per-message lines ("<who> in: ...", "<who> out: ...") of one batch,
-/// collected and handed to the background writer as one entry: per-message
-/// logging then costs a queue push per batch, not two per message. Lines
-/// carry the same timestamp format as every other log line.
+/// collected and handed to the writer as one append: per-message logging
+/// then costs a lock per batch, not two per message. Lines carry the same
+/// timestamp format as every other log line.
 class message_block {
  public:
   /// Adds one line, timestamped `when_ns` (CLOCK_REALTIME).

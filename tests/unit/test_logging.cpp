@@ -1,6 +1,14 @@
 // Log lines: one client line is always one log line, whatever its bytes.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <vector>
+
 #include <fmt/format.h>
 
 #include "net/logging.hpp"
@@ -21,4 +29,42 @@ TEST_CASE("the escaped formatter writes what escape returns") {
   std::string_view text("in\x01 \\ out\n", 10);
   CHECK(fmt::format("{}", log::escaped{text}) == log::escape(text));
   CHECK(fmt::format("[{}]", log::escaped{"clean"}) == "[clean]");
+}
+
+TEST_CASE("the log file holds ordinary lines and message blocks in the order "
+          "they were logged, each message on one line, escaped") {
+  namespace fs = std::filesystem;
+  auto dir = fs::temp_directory_path() /
+             ("herd-log-test-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  log::open(dir.string(), "Unit");
+  HERD_LOG_INFO("first {}", 1);
+  log::message_block block;
+  // 2021-05-19T22:53:47.000001Z plus a few microseconds
+  const int64_t when = 1621464827'000'012'000;
+  block.add(when, "client#7", "in", "IAMAT kiwi\t+1+2 3");
+  block.add(when + 1'000, "client#7", "out", "back\\slash\x7f");
+  block.flush();
+  HERD_LOG_WARN("last {}", 2);
+  log::close();
+
+  std::ifstream in(dir / "Unit.log");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(line);
+  fs::remove_all(dir);
+  REQUIRE(lines.size() == 4);
+  CHECK(lines[0].find(" info first 1") != std::string::npos);
+  const std::regex stamp(
+      R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{6})[+-]\d\d:\d\d )");
+  std::smatch m;
+  REQUIRE(std::regex_search(lines[1], m, stamp));
+  CHECK(m[1] == "000012");
+  CHECK(lines[1].substr(m[0].length()) ==
+        "info client#7 in: IAMAT kiwi\\x09+1+2 3");
+  REQUIRE(std::regex_search(lines[2], m, stamp));
+  CHECK(m[1] == "000013");
+  CHECK(lines[2].substr(m[0].length()) ==
+        "info client#7 out: back\\\\slash\\x7f");
+  CHECK(lines[3].find(" warning last 2") != std::string::npos);
 }
