@@ -4,10 +4,12 @@
 # in this order):
 #
 #   iamat    IAMAT throughput, latency and server CPU time per request of
-#            four servers at each depth of DEPTHS over CONNECTIONS
+#            five servers at each depth of DEPTHS over CONNECTIONS
 #            connections:
 #              node      herd-node as a one-server herd, "log_messages": false
 #              node-log  the same with "log_messages": true
+#              node-iothread  node with "io_threads": 1 (sockets on a thread
+#                        of their own, the layout before io_threads 0)
 #              epoll     epoll-reference, the machine's ceiling (replies not
 #                        validated)
 #              asyncio   bench/asyncio_herd.py, stdlib asyncio
@@ -63,7 +65,8 @@
 # Settings (environment), with defaults:
 #   SECTIONS ("iamat sweep whatsat flood scaling memory")
 #   DURATION (5) and WARMUP (2): seconds per run of iamat, whatsat, scaling
-#   CONNECTIONS (64), DEPTHS ("1 16"), SERVERS ("node node-log epoll asyncio")
+#   CONNECTIONS (64), DEPTHS ("1 16"),
+#   SERVERS ("node node-log node-iothread epoll asyncio")
 #   NODE_THREADS (1: the node gets one core, so one scheduler thread)
 #   SWEEP_DEPTHS ("1 2 4 8 16 32"), SWEEP_SERVERS ("node epoll asyncio"),
 #   SWEEP_DURATION (3), SWEEP_WARMUP (1)
@@ -86,7 +89,7 @@ duration=${DURATION:-5}
 warmup=${WARMUP:-2}
 connections=${CONNECTIONS:-64}
 depths=${DEPTHS:-1 16}
-servers=${SERVERS:-node node-log epoll asyncio}
+servers=${SERVERS:-node node-log node-iothread epoll asyncio}
 node_threads=${NODE_THREADS:-1}
 sweep_depths=${SWEEP_DEPTHS:-1 2 4 8 16 32}
 sweep_servers=${SWEEP_SERVERS:-node epoll asyncio}
@@ -298,17 +301,18 @@ start_server() {
   local -a p
   read -ra p <<<"$spin"
   case $kind in
-  node | node-log)
+  node | node-log | node-iothread)
     port=$(free_port)
-    local logs=false
+    local logs=false io_threads=0
     [[ $kind == node-log ]] && logs=true
+    [[ $kind == node-iothread ]] && io_threads=1
     rm -rf "$tmp/logs-$kind"
     mkdir -p "$tmp/logs-$kind"
     node_config "$tmp/$kind.json" "$port" "$logs" "$metrics" -
     server_log=$tmp/logs-$kind/Clark.log
     start_bg "$tmp/$kind.out" "${p[@]}" "$build/herd-node" Clark \
       --config "$tmp/$kind.json" --log-dir "$tmp/logs-$kind" \
-      --threads "$node_threads"
+      --threads "$node_threads" --io-threads "$io_threads"
     server_pid=$bg_pid
     wait_port "$port" || { echo "bench: herd-node did not start:" >&2; cat "$tmp/$kind.out" >&2; exit 1; }
     ;;
@@ -324,7 +328,7 @@ start_server() {
     port=$(port_from "$tmp/$kind.out") || { echo "bench: $kind did not start:" >&2; cat "$tmp/$kind.out" >&2; exit 1; }
     ;;
   *)
-    echo "bench: unknown server \"$kind\" (node node-log epoll asyncio)" >&2
+    echo "bench: unknown server \"$kind\" (node node-log node-iothread epoll asyncio)" >&2
     exit 2
     ;;
   esac
@@ -755,11 +759,11 @@ for s in ("iamat", "sweep", "scaling"):
         continue
     print()
     print("%s (IAMAT)" % s)
-    print("%-9s %3s %5s %5s %11s %9s %9s %9s %6s %9s %6s" % (
+    print("%-13s %3s %5s %5s %11s %9s %9s %9s %6s %9s %6s" % (
         "server", "thr", "conns", "depth", "req/s", "p50 us", "p99 us",
         "p99.9 us", "errors", "cpu us/r", "util"))
     for r in runs:
-        print("%-9s %3s %5d %5d %11.0f %9.1f %9.1f %9.1f %6d %9s %6s" % (
+        print("%-13s %3s %5d %5d %11.0f %9.1f %9.1f %9.1f %6d %9s %6s" % (
             r["server"], r.get("node_threads", "-"), r["connections"],
             r["depth"], r["throughput"], r["p50_us"], r["p99_us"],
             r["p999_us"], r["errors"], f(r["server_cpu_us_per_req"], "%.2f"),
