@@ -16,6 +16,10 @@
 #include <stdexcept>
 #include <thread>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
@@ -176,6 +180,30 @@ constexpr std::array<bool, 256> plain_bytes = [] {
   return t;
 }();
 
+/// True when escape_into() would copy `text` as it is; 16 bytes a step.
+bool is_plain(std::string_view text) noexcept {
+  const char* p = text.data();
+  const char* end = p + text.size();
+#if defined(__SSE2__)
+  const __m128i max_control = _mm_set1_epi8(0x1f);
+  const __m128i del = _mm_set1_epi8(0x7f);
+  const __m128i backslash = _mm_set1_epi8('\\');
+  for (; end - p >= 16; p += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, max_control), v);
+    const __m128i special =
+        _mm_or_si128(control, _mm_or_si128(_mm_cmpeq_epi8(v, del),
+                                           _mm_cmpeq_epi8(v, backslash)));
+    if (_mm_movemask_epi8(special) != 0)
+      return false;
+  }
+#endif
+  for (; p != end; ++p)
+    if (!plain_bytes[static_cast<unsigned char>(*p)])
+      return false;
+  return true;
+}
+
 char* copy(char* out, std::string_view s) {
   std::memcpy(out, s.data(), s.size());
   return out + s.size();
@@ -203,13 +231,11 @@ void message_block::add(int64_t when_ns, std::string_view who,
   // The exact length first (the scan also tells whether to escape), then
   // one resize and straight copies: this runs twice per message.
   size_t escaped_size = text.size();
-  bool plain = true;
-  for (unsigned char c : text) {
-    if (!plain_bytes[c]) {
-      plain = false;
-      escaped_size += c == '\\' ? 1 : 3;
-    }
-  }
+  const bool plain = is_plain(text);
+  if (!plain)
+    for (unsigned char c : text)
+      if (!plain_bytes[c])
+        escaped_size += c == '\\' ? 1 : 3;
   constexpr std::string_view level = " info ";
   const size_t old = lines_.size();
   lines_.resize(old + stamp_.size() + 7 + zone_.size() + level.size() +

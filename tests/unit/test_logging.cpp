@@ -44,6 +44,12 @@ TEST_CASE("the log file holds ordinary lines and message blocks in the order "
   const int64_t when = 1621464827'000'012'000;
   block.add(when, "client#7", "in", "IAMAT kiwi\t+1+2 3");
   block.add(when + 1'000, "client#7", "out", "back\\slash\x7f");
+  // Longer than one 16-byte step of the scan: a control byte late in the
+  // line, and UTF-8 (bytes above 0x7f), which stays as it is.
+  block.add(when, "client#7", "in",
+            "WHATSAT a-rather-long-client-id.example 10 5\x01");
+  block.add(when, "client#7", "in",
+            "IAMAT \xf0\x9f\xa5\x9d.example.with.a.long.name +1+2 3");
   block.flush();
   HERD_LOG_WARN("last {}", 2);
   log::close();
@@ -53,7 +59,7 @@ TEST_CASE("the log file holds ordinary lines and message blocks in the order "
   for (std::string line; std::getline(in, line);)
     lines.push_back(line);
   fs::remove_all(dir);
-  REQUIRE(lines.size() == 4);
+  REQUIRE(lines.size() == 6);
   CHECK(lines[0].find(" info first 1") != std::string::npos);
   const std::regex stamp(
       R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{6})[+-]\d\d:\d\d )");
@@ -66,5 +72,11 @@ TEST_CASE("the log file holds ordinary lines and message blocks in the order "
   CHECK(m[1] == "000013");
   CHECK(lines[2].substr(m[0].length()) ==
         "info client#7 out: back\\\\slash\\x7f");
-  CHECK(lines[3].find(" warning last 2") != std::string::npos);
+  CHECK(lines[3].substr(lines[3].find(" info ")) ==
+        " info client#7 in: WHATSAT a-rather-long-client-id.example 10 "
+        "5\\x01");
+  CHECK(lines[4].substr(lines[4].find(" info ")) ==
+        " info client#7 in: IAMAT \xf0\x9f\xa5\x9d.example.with.a.long.name "
+        "+1+2 3");
+  CHECK(lines[5].find(" warning last 2") != std::string::npos);
 }
