@@ -1,6 +1,7 @@
 #include "actors/io_scheduler.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,6 +28,11 @@ namespace {
 
 /// A worker that keeps finding jobs still reads its sockets this often.
 constexpr size_t io_poll_interval = 64;
+
+/// An idle worker wakes this often to look for jobs to steal, so a job
+/// queued behind a long handler waits at most about this long while
+/// another worker is idle, the interval CAF's own policy polls at when idle.
+constexpr auto steal_interval = std::chrono::milliseconds(10);
 
 /// The worker running on this thread, and its coordinator (null elsewhere).
 thread_local void* tl_worker = nullptr;
@@ -137,7 +143,12 @@ class io_policy : public caf::policy::unprofiled {
         data.sleeping.store(false, std::memory_order_relaxed);
         return job;
       }
-      data.io->run_one(); // epoll until a socket, a timer or a wake-up
+      // epoll until a socket, a timer or a wake-up; with others to steal
+      // from, no longer than the steal interval.
+      if (self->parent()->num_workers() > 1)
+        data.io->run_one_for(steal_interval);
+      else
+        data.io->run_one();
       data.sleeping.store(false, std::memory_order_relaxed);
     }
   }

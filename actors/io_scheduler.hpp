@@ -16,7 +16,8 @@
 //   `io_poll_interval` jobs, so a worker that never runs dry still reads.
 // - An enqueue from another thread appends to the worker's queue and, only if
 //   the worker is (about to be) blocked in epoll, posts a no-op to wake it.
-// - A worker about to block first tries to steal a job from another worker.
+// - A worker about to block first tries to steal a job from another worker,
+//   and an idle worker looks again every 10 ms.
 // - Socket handlers never block (everything on the io_contexts is async).
 #pragma once
 
