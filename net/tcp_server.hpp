@@ -2,7 +2,9 @@
 // and line-framed connections. Nothing here knows CAF: a connection reports
 // to a `connection_handler`, which the node implements by forwarding to the
 // connection's session actor (anon_send), and the actor writes back through
-// `connection::send`, which may be called from any thread.
+// `connection::send`, which may be called from any thread. A connection's
+// "io thread" is whichever thread runs its io_context: a thread of the pool,
+// or, when the node's scheduler workers run the sockets, one of them.
 #pragma once
 
 #include <atomic>
