@@ -122,3 +122,51 @@ TEST_CASE("an idle worker steals a job queued behind a long handler") {
   caf::anon_send_exit(spinner, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(flag, caf::exit_reason::user_shutdown);
 }
+
+TEST_CASE("timeouts, delayed messages and exits still work with the clock "
+          "that skips needless cancellations") {
+  io_config cfg(2);
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  // A request to an actor that never answers times out.
+  auto silent = sys.spawn([](caf::event_based_actor*) -> caf::behavior {
+    return {[](int) -> caf::result<int> { return caf::delegated<int>{}; }};
+  });
+  bool timed_out = false;
+  self->request(silent, 50ms, 1)
+      .receive([](int) {},
+               [&](caf::error& err) {
+                 timed_out = err == caf::sec::request_timeout;
+               });
+  CHECK(timed_out);
+  // A receive timeout fires, and a delayed message arrives.
+  auto me_handle = caf::actor_cast<caf::actor>(self);
+  auto waiter = sys.spawn([me_handle](caf::event_based_actor* me) {
+    return caf::behavior{[](int) {},
+                         caf::after(std::chrono::milliseconds(20)) >>
+                             [me, me_handle] {
+                               caf::anon_send(me_handle, 7);
+                               me->quit();
+                             }};
+  });
+  int got = 0;
+  self->receive([&](int x) { got = x; },
+                caf::after(std::chrono::seconds(2)) >> [] {});
+  CHECK(got == 7);
+  self->delayed_send(self, 20ms, 8);
+  got = 0;
+  self->receive([&](int x) { got = x; },
+                caf::after(std::chrono::seconds(2)) >> [] {});
+  CHECK(got == 8);
+  // Many short-lived actors come and go (each exit asks the clock to
+  // cancel its timeouts; none had any).
+  for (int i = 0; i < 500; ++i) {
+    auto e = sys.spawn(echo);
+    int r = -1;
+    self->request(e, 2s, i).receive([&](int x) { r = x; }, [](caf::error&) {});
+    REQUIRE(r == i);
+    caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
+  }
+  caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
+  (void)waiter;
+}
