@@ -29,9 +29,10 @@ namespace {
 /// A worker that keeps finding jobs still reads its sockets this often.
 constexpr size_t io_poll_interval = 64;
 
-/// An idle worker wakes this often to look for jobs to steal, so a job
-/// queued behind a long handler waits at most about this long while
-/// another worker is idle, the interval CAF's own policy polls at when idle.
+/// An idle worker wakes this often to try to steal a job (from one worker
+/// chosen at random), the interval CAF's own policy polls at when idle. So a
+/// job queued behind a long handler is taken over within a few intervals
+/// while another worker is idle, instead of waiting for the handler.
 constexpr auto steal_interval = std::chrono::milliseconds(10);
 
 /// The worker running on this thread, and its coordinator (null elsewhere).
@@ -97,13 +98,25 @@ class io_policy : public caf::policy::unprofiled {
 
   template<class Worker>
   void internal_enqueue(Worker* self, caf::resumable* job) {
-    // An actor sending to another: the receiver runs next, while the data
-    // it was sent is still in this core's cache.
+    // An actor sending to another. At the back, not the front as in CAF's
+    // own policy: sessions that each send an update to the registry in one
+    // round of reads then reach it as one batch, which it handles in one
+    // resume. CAF calls this through the sender's execution unit, which is
+    // not always the calling thread's (a promise delivered from a socket
+    // handler): then the worker may be asleep and needs waking.
+    if (tl_worker != self) {
+      external_enqueue(self, job);
+      return;
+    }
     d(self).queue.append(job);
   }
 
   template<class Worker>
   void resume_job_later(Worker* self, caf::resumable* job) {
+    if (tl_worker != self) {
+      external_enqueue(self, job);
+      return;
+    }
     d(self).queue.append(job);
   }
 
@@ -131,8 +144,8 @@ class io_policy : public caf::policy::unprofiled {
       if (auto* job = data.queue.take_head())
         return job;
       data.since_io = 0;
-      // One ready socket handler, without waiting; a read enqueues its
-      // session here and the loop runs it next.
+      // The ready socket handlers, without waiting; each read enqueues its
+      // session here, and the loop then runs them.
       if (data.io->poll() > 0)
         continue;
       if (auto* job = try_steal(self))

@@ -96,6 +96,10 @@ class file_writer {
       space_.notify_all();
       write_all(chunk);
       chunk.clear();
+      // After a burst, give back all but a normal batch's worth of memory
+      // (this buffer becomes pending_ at the next swap).
+      if (chunk.capacity() > 4 * wake_bytes)
+        chunk.shrink_to_fit();
     }
   }
 
@@ -107,7 +111,7 @@ class file_writer {
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)
-        return; // a full disk: lose this chunk rather than stall the node
+        return; // a full disk: lose the rest of this chunk, not stall the node
       p += n;
       left -= static_cast<size_t>(n);
     }
