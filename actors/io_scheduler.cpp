@@ -101,23 +101,24 @@ class io_policy : public caf::policy::unprofiled {
     // An actor sending to another. At the back, not the front as in CAF's
     // own policy: sessions that each send an update to the registry in one
     // round of reads then reach it as one batch, which it handles in one
-    // resume. CAF calls this through the sender's execution unit, which is
-    // not always the calling thread's (a promise delivered from a socket
-    // handler): then the worker may be asleep and needs waking.
-    if (tl_worker != self) {
-      external_enqueue(self, job);
-      return;
-    }
-    d(self).queue.append(job);
+    // resume.
+    append(self, job);
   }
 
   template<class Worker>
   void resume_job_later(Worker* self, caf::resumable* job) {
-    if (tl_worker != self) {
+    append(self, job);
+  }
+
+  /// Appends to `self`'s queue. CAF calls internal_enqueue through the
+  /// sender's execution unit, which is not always the calling thread's (a
+  /// promise delivered from a socket handler): then `self` may be asleep
+  /// and is woken.
+  template<class Worker> void append(Worker* self, caf::resumable* job) {
+    if (tl_worker == self)
+      d(self).queue.append(job);
+    else
       external_enqueue(self, job);
-      return;
-    }
-    d(self).queue.append(job);
   }
 
   template<class Worker> caf::resumable* try_steal(Worker* self) {
