@@ -27,7 +27,9 @@
 #            BENCH_CPU; for the stub-alone run wrk takes the node's core, so
 #            the stub's own figures are its best case and the difference an
 #            upper bound. The node's busiest metrics second (its own view
-#            of the upstream latency) is kept too.
+#            of the upstream latency) is kept too, and places-cut-bench's
+#            cost of cutting one such body against a Boost.JSON parse and
+#            serialize of it (on the node's core).
 #            -> bench/results/whatsat.json (+ whatsat-wrk.txt, wrk's output)
 #   flood    the five-server herd of config/herd.json on free ports
 #            (FLOOD_NODE_THREADS scheduler threads each, nothing pinned,
@@ -118,7 +120,7 @@ done
 want() { [[ " $sections " == *" $1 "* ]]; }
 
 [[ ${SKIP_BUILD:-0} == 1 ]] || scripts/setup.sh
-for bin in herd-node herd-bench epoll-reference places-stub; do
+for bin in herd-node herd-bench epoll-reference places-stub places-cut-bench; do
   [[ -x $build/$bin ]] || { echo "bench: $build/$bin is missing" >&2; exit 1; }
 done
 
@@ -529,11 +531,28 @@ if want whatsat; then
     failed=1
     echo "bench: wrk could not be installed: no stub-alone figures" >&2
   fi
+  # The node's own share of a WHATSAT: cutting one of these bodies, against
+  # a Boost.JSON parse + serialize of it (places-cut-bench, on the node's
+  # core).
+  cut_result=null
+  if python3 -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1], timeout=10).read())' \
+    "$wrk_url" "$tmp/body.json" 2>"$tmp/err"; then
+    echo "bench: whatsat: cutting one body, places-cut-bench" >&2
+    rc=0
+    "${spin[@]}" "$build/places-cut-bench" "$tmp/body.json" --bound 5 \
+      >"$tmp/cut.out" 2>"$tmp/err" || rc=$?
+    [[ $rc == 0 ]] || bench_failed "places-cut-bench" "$rc" "$tmp/err"
+    cut_result=$(sed -n 's/^RESULT //p' "$tmp/cut.out")
+    [[ -n $cut_result ]] || cut_result=null
+  else
+    bench_failed "fetching a body from places-stub" 1 "$tmp/err"
+  fi
   stop_pid "$stub_pid"
   python3 - "$node_result" "$results/whatsat-wrk.txt" "$wrk_url" \
     "$((after - before))" "$clk_tck" "${spin[*]:-unpinned}" \
     "${bpin[*]:-unpinned}" "$whatsat_connections" "$stub_results" \
-    "$node_metrics" "$node_metrics_last" >"$results/whatsat.json" <<'PY'
+    "$node_metrics" "$node_metrics_last" "$cut_result" \
+    >"$results/whatsat.json" <<'PY'
 import json, re, sys, time
 node = json.loads(sys.argv[1])
 text = open(sys.argv[2], errors="replace").read()
@@ -569,6 +588,7 @@ out = {"node": node, "stub_alone": stub,
        "stub_results_per_page": int(sys.argv[9]),
        "node_metrics": json.loads(sys.argv[10]),
        "node_metrics_last": json.loads(sys.argv[11]),
+       "cut": json.loads(sys.argv[12]),
        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 if node:
     total = node.get("total_requests") or 0
@@ -805,6 +825,12 @@ for w in summary.get("whatsat", []):
               "p99 %.2f ms; %d calls, %d errors, %d timeouts by the last line" % (
                   pl["p50_ms"], pl["p99_ms"], end["calls"], end["errors"],
                   end["timeouts"]))
+    cut = w.get("cut")
+    if cut:
+        print("cutting one %d-byte body to bound %d: %.1f us; Boost.JSON "
+              "parse + serialize: %.1f us (%.1fx)" % (
+                  cut["body_bytes"], cut["bound"], cut["cut_us"],
+                  cut["dom_us"], cut["dom_over_cut"]))
 fl = summary.get("flood")
 if fl:
     print()
