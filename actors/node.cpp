@@ -113,8 +113,11 @@ int run_node(const node_options& opts) {
                   "answer REQUEST_DENIED",
                   cfg.places.key_env);
   try {
-    ctx->places =
-        std::make_shared<net::places_client>(pool.at(0), std::move(places));
+    // New upstream connections go round the io_contexts, so TLS and HTTP
+    // work spreads over the threads that run sockets.
+    ctx->places = std::make_shared<net::places_client>(
+        [&pool]() -> asio::io_context& { return pool.next(); },
+        std::move(places));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "herd-node: %s: key \"places\": %s\n",
                  opts.config_origin.c_str(), e.what());

@@ -666,13 +666,13 @@ namespace {
 /// Starts one request of `state`'s client on an idle connection of `pool`,
 /// or on a new connection on a new strand.
 template<class Stream>
-void start_session(asio::io_context& ioc,
+void start_session(const places_client::context_chooser& choose,
                    const std::shared_ptr<const shared_state>& state,
                    const std::shared_ptr<idle_pool<Stream>>& pool,
                    std::string target, places_client::callback done) {
   const auto deadline = steady::now() + state->timeout;
   auto conn = pool->take();
-  strand_type ex = conn ? conn->strand : asio::make_strand(ioc);
+  strand_type ex = conn ? conn->strand : asio::make_strand(choose());
   auto s = std::make_shared<session<Stream>>(ex, state, pool, std::move(conn),
                                              std::move(target), std::move(done),
                                              deadline);
@@ -682,14 +682,18 @@ void start_session(asio::io_context& ioc,
 } // namespace
 
 struct places_client::impl {
-  asio::io_context& ioc;
+  context_chooser choose;
   std::shared_ptr<const shared_state> state;
   /// The one of the two that the endpoint's scheme uses.
   std::shared_ptr<idle_pool<plain_stream>> plain;
   std::shared_ptr<idle_pool<tls_stream>> secure;
 };
 
-places_client::places_client(asio::io_context& ioc, places_settings settings) {
+places_client::places_client(asio::io_context& ioc, places_settings settings)
+    : places_client([&ioc]() -> asio::io_context& { return ioc; },
+                    std::move(settings)) {}
+
+places_client::places_client(context_chooser choose, places_settings settings) {
   auto state = std::make_shared<shared_state>();
   std::string why;
   if (!parse_url(settings.endpoint, state->endpoint, why))
@@ -725,7 +729,7 @@ places_client::places_client(asio::io_context& ioc, places_settings settings) {
                                "': " + describe(ec));
   }
   const bool tls = ep.tls;
-  impl_.reset(new impl{ioc, std::move(state), nullptr, nullptr});
+  impl_.reset(new impl{std::move(choose), std::move(state), nullptr, nullptr});
   if (tls)
     impl_->secure = std::make_shared<idle_pool<tls_stream>>(
         settings.max_idle, settings.idle_timeout);
@@ -755,10 +759,10 @@ void places_client::nearby_search(std::string_view lat, std::string_view lng,
   target += state.encoded_key;
 
   if (impl_->secure)
-    start_session(impl_->ioc, impl_->state, impl_->secure, std::move(target),
+    start_session(impl_->choose, impl_->state, impl_->secure, std::move(target),
                   std::move(done));
   else
-    start_session(impl_->ioc, impl_->state, impl_->plain, std::move(target),
+    start_session(impl_->choose, impl_->state, impl_->plain, std::move(target),
                   std::move(done));
 }
 

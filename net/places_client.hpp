@@ -68,9 +68,17 @@ class places_client {
  public:
   using callback = std::function<void(fetch_result)>;
 
+  /// Where a new upstream connection lives: called once per connection, on
+  /// the thread that starts the request.
+  using context_chooser = std::function<boost::asio::io_context&()>;
+
   /// Fails (throws std::runtime_error with a clear message) on a bad
-  /// endpoint URL or an unreadable ca_file.
+  /// endpoint URL or an unreadable ca_file. Every connection on `ioc`.
   places_client(boost::asio::io_context& ioc, places_settings settings);
+  /// The same, with each new connection on the context `choose` returns (a
+  /// node spreads them over its threads; a pooled connection stays where
+  /// it was opened).
+  places_client(context_chooser choose, places_settings settings);
   /// Closes the idle connections. Requests in flight still complete (their
   /// callbacks run), and their connections are closed afterwards.
   ~places_client();
@@ -80,7 +88,8 @@ class places_client {
 
   /// Starts `GET <endpoint>?location=<lat>,<lng>&radius=<radius_m>&key=<key>`.
   /// `lat` and `lng` are decimal text (a leading '+' is dropped). `done` runs
-  /// exactly once, on a thread of the io_context. Any thread may call it.
+  /// exactly once, on the thread of the connection's io_context. Any thread
+  /// may call it.
   /// The request goes out on the most recently idle connection when there is
   /// one that the server has not closed (a failure on it before any response
   /// byte is retried once on a new connection, within the same deadline),

@@ -1396,6 +1396,51 @@ TEST_CASE("concurrent searches open several connections, all complete, and "
   CHECK(server.seen().count.load() == 2 * wave);
 }
 
+TEST_CASE("with a context chooser, new connections go to the contexts it "
+          "returns and each completion runs on its connection's context") {
+  constexpr int wave = 6;
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::keep_alive, wave);
+  asio::io_context a, b;
+  std::atomic<int> next{0};
+  herd::net::places_client client(
+      [&]() -> asio::io_context& { return next++ % 2 == 0 ? a : b; },
+      settings_for(local_url("http", server.port())));
+  std::atomic<int> calls{0}, on_a{0}, on_b{0};
+  // Each runner notes its own id before it runs a handler.
+  std::atomic<std::thread::id> thread_a{}, thread_b{};
+  for (int i = 0; i < wave; ++i)
+    client.nearby_search("+1", "+2", "3", [&](herd::net::fetch_result r) {
+      if (r.ok && r.body == body) {
+        if (std::this_thread::get_id() == thread_a)
+          ++on_a;
+        else if (std::this_thread::get_id() == thread_b)
+          ++on_b;
+      }
+      ++calls;
+    });
+  auto guard_a = asio::make_work_guard(a);
+  auto guard_b = asio::make_work_guard(b);
+  std::thread run_a([&] {
+    thread_a = std::this_thread::get_id();
+    a.run();
+  });
+  std::thread run_b([&] {
+    thread_b = std::this_thread::get_id();
+    b.run();
+  });
+  wait_for(calls, wave);
+  guard_a.reset();
+  guard_b.reset();
+  run_a.join();
+  run_b.join();
+  CHECK(calls.load() == wave);
+  CHECK(next.load() == wave); // one choice per new connection
+  CHECK(on_a.load() == wave / 2);
+  CHECK(on_b.load() == wave / 2);
+}
+
 TEST_CASE("HTTPS connections are reused too") {
   const test_cert cert = make_cert("DNS:localhost,IP:127.0.0.1");
   const temp_file ca(cert.cert_pem);
