@@ -365,6 +365,22 @@ exit_status process::wait_exit(milliseconds timeout) {
   return wait_until(since + timeout, since);
 }
 
+std::string refused_start(const temp_dir& dir,
+                          const std::vector<std::string>& args, int code,
+                          const env_changes& env) {
+  std::vector<std::string> argv{herd_node_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  process p(argv, env, dir.file("refused.stdout"), dir.file("refused.stderr"));
+  auto status = p.wait_exit(5000ms);
+  CHECK(describe(status) ==
+        describe(exit_status{true, code, 0, false, status.elapsed}));
+  auto err = p.stderr_text();
+  INFO("stderr: " << err);
+  CHECK(count_lines(err) == 1);
+  CHECK(p.stdout_text().empty());
+  return err;
+}
+
 void process::kill_now() {
   if (reaped_ || pid_ <= 0)
     return;

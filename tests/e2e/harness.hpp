@@ -136,6 +136,13 @@ class process {
   std::chrono::steady_clock::time_point started_;
 };
 
+/// Runs herd-node with `args` in `dir` and checks that it refuses to start:
+/// exit code `code`, nothing on stdout, exactly one line on stderr, which it
+/// returns for the caller's own checks.
+std::string refused_start(const temp_dir& dir,
+                          const std::vector<std::string>& args, int code,
+                          const env_changes& env = {});
+
 /// Runs a command to completion (bounded); returns its status.
 exit_status run_command(const temp_dir& dir, std::vector<std::string> argv,
                         milliseconds timeout = 20000ms);

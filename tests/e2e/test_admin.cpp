@@ -171,14 +171,7 @@ TEST_CASE("an admin port that is in use stops the start with exit code 1 and "
   spec.extra["admin"] = {{"host", "127.0.0.1"},
                          {"port", spec.servers[0].second}};
   herd h(dir, spec);
-  process p({herd_node_bin(), "Alpha", "--config", h.config_path()}, {},
-            dir.file("alpha.stdout"), dir.file("alpha.stderr"));
-  auto status = p.wait_exit(5000ms);
-  CHECK(describe(status) ==
-        describe(exit_status{true, 1, 0, false, status.elapsed}));
-  auto err = p.stderr_text();
-  INFO("stderr: " << err);
-  CHECK(count_lines(err) == 1);
+  auto err = refused_start(dir, {"Alpha", "--config", h.config_path()}, 1);
   CHECK(contains(err, "\"admin.port\""));
   CHECK(contains(err, h.config_path()));
   CHECK(contains(err, std::to_string(spec.servers[0].second)));

@@ -438,17 +438,9 @@ TEST_CASE("an unknown server name exits with code 2 and one stderr line "
           "naming the config file") {
   temp_dir dir;
   herd h(dir, single_node_config());
-  process p({herd_node_bin(), "Nobody", "--config", h.config_path()}, {},
-            dir.file("nobody.stdout"), dir.file("nobody.stderr"));
-  auto status = p.wait_exit(5000ms);
-  CHECK(describe(status) ==
-        describe(exit_status{true, 2, 0, false, status.elapsed}));
-  auto err = p.stderr_text();
-  INFO("stderr: " << err);
-  CHECK(count_lines(err) == 1);
+  auto err = refused_start(dir, {"Nobody", "--config", h.config_path()}, 2);
   CHECK(contains(err, h.config_path()));
   CHECK(contains(err, "Nobody"));
-  CHECK(p.stdout_text().empty());
 }
 
 TEST_CASE("a config with an unknown key exits with code 2 and one stderr line "
@@ -457,14 +449,7 @@ TEST_CASE("a config with an unknown key exits with code 2 and one stderr line "
   auto spec = single_node_config();
   spec.extra["colour_scheme"] = "green";
   herd h(dir, spec);
-  process p({herd_node_bin(), "Alpha", "--config", h.config_path()}, {},
-            dir.file("alpha.stdout"), dir.file("alpha.stderr"));
-  auto status = p.wait_exit(5000ms);
-  CHECK(describe(status) ==
-        describe(exit_status{true, 2, 0, false, status.elapsed}));
-  auto err = p.stderr_text();
-  INFO("stderr: " << err);
-  CHECK(count_lines(err) == 1);
+  auto err = refused_start(dir, {"Alpha", "--config", h.config_path()}, 2);
   CHECK(contains(err, h.config_path()));
   CHECK(contains(err, "colour_scheme"));
   CHECK_FALSE(wait_listening(h.port("Alpha"), 0ms));
@@ -480,14 +465,7 @@ TEST_CASE("an unknown key inside places or limits is rejected too") {
   REQUIRE(at != std::string::npos);
   text.insert(at + 10, "\"max_everything\":1");
   write_file(h.config_path(), text);
-  process p({herd_node_bin(), "Alpha", "--config", h.config_path()}, {},
-            dir.file("alpha.stdout"), dir.file("alpha.stderr"));
-  auto status = p.wait_exit(5000ms);
-  CHECK(describe(status) ==
-        describe(exit_status{true, 2, 0, false, status.elapsed}));
-  auto err = p.stderr_text();
-  INFO("stderr: " << err);
-  CHECK(count_lines(err) == 1);
+  auto err = refused_start(dir, {"Alpha", "--config", h.config_path()}, 2);
   CHECK(contains(err, h.config_path()));
   CHECK(contains(err, "max_everything"));
 }

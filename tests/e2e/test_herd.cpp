@@ -1011,15 +1011,8 @@ TEST_CASE("without a secret a herd beyond loopback refuses to start",
                     "log_dir": ")" +
                 dir.file("logs") + R"("})";
   write_file(dir.file("herd.json"), config);
-  process p({herd_node_bin(), "Alpha", "--config", dir.file("herd.json")},
-            {{secret_env, std::nullopt}}, dir.file("alpha.stdout"),
-            dir.file("alpha.stderr"));
-  auto status = p.wait_exit(5000ms);
-  CHECK(describe(status) ==
-        describe(exit_status{true, 2, 0, false, status.elapsed}));
-  auto err = p.stderr_text();
-  INFO("stderr: " << err);
-  CHECK(count_lines(err) == 1);
+  auto err = refused_start(dir, {"Alpha", "--config", dir.file("herd.json")}, 2,
+                           {{secret_env, std::nullopt}});
   CHECK(contains(err, "servers.Remote.host"));
   CHECK(contains(err, secret_env));
 }

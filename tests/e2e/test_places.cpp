@@ -571,48 +571,44 @@ TEST_CASE("a node without an API key passes on REQUEST_DENIED from "
   CHECK(r.json.as_object().contains("error_message"));
 }
 
+namespace {
+
+/// A WHATSAT through a stub that accepts only `valid_key`; checks that
+/// `key` (what the node sends) is in neither the reply nor the log, and
+/// returns the reply's status.
+std::string status_with_key(const std::string& valid_key,
+                            const std::string& key,
+                            const std::function<void(config_spec&)>& tweak = {},
+                            const launch_options& launch = {}) {
+  stub_options opts = stubbed_node::with_results(60);
+  opts.valid_key = valid_key;
+  stubbed_node n(opts, tweak, launch);
+  client c(n.port());
+  locate(c, kiwi);
+  c.send("WHATSAT " + kiwi + " 10 5\n");
+  auto r = read_whatsat(c);
+  CHECK_FALSE(contains(r.json_text, key));
+  n.h->stop("Alpha");
+  CHECK_FALSE(contains(n.h->log_text("Alpha"), key));
+  return r.status();
+}
+
+} // namespace
+
 TEST_CASE("the API key reaches upstream but never a reply or the log") {
   SECTION("the right key") {
-    stub_options opts = stubbed_node::with_results(60);
-    opts.valid_key = test_api_key;
-    stubbed_node n(opts);
-    client c(n.port());
-    locate(c, kiwi);
-    c.send("WHATSAT " + kiwi + " 10 5\n");
-    auto r = read_whatsat(c);
-    CHECK(r.status() == "OK");
-    CHECK_FALSE(contains(r.json_text, test_api_key));
-    n.h->stop("Alpha");
-    CHECK_FALSE(contains(n.h->log_text("Alpha"), test_api_key));
+    CHECK(status_with_key(test_api_key, test_api_key) == "OK");
   }
   SECTION("a key that upstream rejects") {
-    stub_options opts = stubbed_node::with_results(60);
-    opts.valid_key = "some-other-key";
-    stubbed_node n(opts);
-    client c(n.port());
-    locate(c, kiwi);
-    c.send("WHATSAT " + kiwi + " 10 5\n");
-    auto r = read_whatsat(c);
-    CHECK(r.status() == "REQUEST_DENIED");
-    CHECK_FALSE(contains(r.json_text, test_api_key));
-    n.h->stop("Alpha");
-    CHECK_FALSE(contains(n.h->log_text("Alpha"), test_api_key));
+    CHECK(status_with_key("some-other-key", test_api_key) == "REQUEST_DENIED");
   }
   SECTION("a key in a variable named by places.key_env") {
-    stub_options opts = stubbed_node::with_results(60);
-    opts.valid_key = "custom-key-4c3b2a";
     launch_options launch;
     launch.env["HERD_TEST_PLACES_KEY"] = "custom-key-4c3b2a";
-    stubbed_node n(
-        opts,
-        [](config_spec& s) { s.places->key_env = "HERD_TEST_PLACES_KEY"; },
-        launch);
-    client c(n.port());
-    locate(c, kiwi);
-    c.send("WHATSAT " + kiwi + " 10 5\n");
-    auto r = read_whatsat(c);
-    CHECK(r.status() == "OK");
-    n.h->stop("Alpha");
-    CHECK_FALSE(contains(n.h->log_text("Alpha"), "custom-key-4c3b2a"));
+    CHECK(
+        status_with_key(
+            "custom-key-4c3b2a", "custom-key-4c3b2a",
+            [](config_spec& s) { s.places->key_env = "HERD_TEST_PLACES_KEY"; },
+            launch) == "OK");
   }
 }
