@@ -135,8 +135,12 @@ class io_policy : public caf::policy::unprofiled {
 
   template<class Worker> caf::resumable* dequeue(Worker* self) {
     auto& data = d(self);
-    tl_worker = self;
-    tl_coordinator = self->parent();
+    if (tl_worker != self) {
+      // First job of this thread: name it for top -H and perf.
+      tl_worker = self;
+      tl_coordinator = self->parent();
+      caf::detail::set_thread_name("herd.worker");
+    }
     if (++data.since_io >= io_poll_interval) {
       data.since_io = 0;
       data.io->poll();

@@ -19,6 +19,8 @@
 // - A worker about to block first tries to steal a job from another worker,
 //   and an idle worker looks again every 10 ms.
 // - Socket handlers never block (everything on the io_contexts is async).
+// - An actor handles at most `actor_turn_messages` messages per turn, then
+//   goes to the back of its worker's queue (see below).
 #pragma once
 
 #include <cstddef>
@@ -32,6 +34,16 @@ class actor_system_config;
 } // namespace caf
 
 namespace herd {
+
+/// The most messages an actor handles in one turn on a worker (CAF's
+/// "scheduler.max-throughput", unbounded by default). Unbounded, an actor
+/// that receives faster than it handles (the registry, with every session
+/// of many cores sending to it) never ends its turn, and everything queued
+/// behind it on that worker waits: its sessions' clients and the metrics
+/// tick stalled for seconds on 4 cores. Bounded, it goes to the back of the
+/// queue after this many; large enough that the cost of the extra turns
+/// does not show.
+inline constexpr size_t actor_turn_messages = 256;
 
 /// Makes `cfg`'s actor system use the socket-running scheduler. The number of
 /// workers is still "scheduler.max-threads".

@@ -82,6 +82,7 @@ int run_node(const node_options& opts) {
 
   caf::actor_system_config sys_cfg;
   sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.threads));
+  sys_cfg.set("scheduler.max-throughput", actor_turn_messages);
   sys_cfg.add_message_types<caf::id_block::herd>();
   // io_threads 0: the scheduler's workers run the sockets themselves.
   if (cfg.io_threads == 0)

@@ -24,6 +24,7 @@ namespace {
 struct io_config : caf::actor_system_config {
   explicit io_config(size_t workers) {
     set("scheduler.max-threads", workers);
+    set("scheduler.max-throughput", herd::actor_turn_messages);
     herd::use_io_scheduler(*this);
   }
 };
@@ -121,6 +122,49 @@ TEST_CASE("an idle worker steals a job queued behind a long handler") {
   CHECK(stolen);
   caf::anon_send_exit(spinner, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(flag, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("an actor flooded faster than it handles does not starve the "
+          "others on its worker") {
+  // One worker: the flooded actor and the echo share its queue. The flooder
+  // sends faster than the actor handles (5 us a message), so without a
+  // bound on a turn the actor's turn lasts until the flood ends, and the
+  // echo answers only after that.
+  io_config cfg(1);
+  caf::actor_system sys{cfg};
+  auto flooded = sys.spawn([](caf::event_based_actor*) -> caf::behavior {
+    return {[](int) {
+      auto until = std::chrono::steady_clock::now() + 5us;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }};
+  });
+  auto e = sys.spawn(echo);
+  constexpr int flood = 1'000'000;
+  std::atomic<int> sent{0};
+  std::atomic<bool> stop{false};
+  std::thread flooder([&] {
+    for (int i = 0; i < flood && !stop.load(std::memory_order_relaxed); ++i) {
+      caf::anon_send(flooded, i);
+      sent.store(i + 1, std::memory_order_relaxed);
+    }
+  });
+  // Let the flooded actor's turn begin and its mailbox fill.
+  while (sent.load() < 2000)
+    std::this_thread::yield();
+  caf::scoped_actor self{sys};
+  int answer = 0;
+  self->request(e, 30s, 7).receive([&](int x) { answer = x; },
+                                   [](caf::error&) {});
+  int sent_by_then = sent.load();
+  stop.store(true);
+  flooder.join();
+  CHECK(answer == 7);
+  INFO("the echo answered after " << sent_by_then << " of " << flood
+                                  << " flood messages were sent");
+  CHECK(sent_by_then < flood);
+  caf::anon_send_exit(flooded, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
 }
 
 TEST_CASE("timeouts, delayed messages and exits still work with the clock "
