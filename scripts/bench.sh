@@ -43,11 +43,17 @@
 #            every node's busiest metrics second are kept.
 #            -> bench/results/flood-idle.json, flood-load.json
 #   scaling  node IAMAT throughput at depth 16 with --threads of
-#            SCALING_THREADS, node and herd-bench unpinned (both cores shared),
-#            with the node's busiest metrics line (metrics_interval_s 1:
-#            busy_ms per actor kind; util = their sum / (1 s x threads)) and
-#            each of its threads' share of a core over the run, so the limit
-#            can be read off -> bench/results/scaling-t<n>.json
+#            SCALING_THREADS over SCALING_CONNECTIONS connections, with the
+#            node's busiest metrics line (metrics_interval_s 1: busy_ms per
+#            actor kind; util = their sum / (1 s x threads)) and each of its
+#            threads' share of a core over the run, so the limit can be read
+#            off. By default node and herd-bench are unpinned (on 2 cores
+#            they share both). On a larger machine, SCALING_NODE_CPUS (a
+#            list such as 0-7) pins a node of t threads to the first t CPUs
+#            of the list and SCALING_BENCH_CPUS pins herd-bench (give it
+#            BENCH_THREADS threads); epoll-reference then runs once on the
+#            first node CPU as the one-core ceiling
+#            -> bench/results/scaling-t<n>.json (+ scaling-epoll.json)
 #   memory   bench/memory.py (on BENCH_CPU; the server on SERVER_CPU, a fresh
 #            one per measurement): RSS per idle connection (MEMORY_IDLE of
 #            them; then again after one IAMAT each) and per stored client
@@ -75,7 +81,10 @@
 #   WHATSAT_CONNECTIONS (32), STUB_RESULTS (20)
 #   FLOOD_RATE (20000), FLOOD_SAMPLES (200), FLOOD_INTERVAL_MS (20),
 #   FLOOD_ORIGIN (Clark), FLOOD_CONNECTIONS (20), FLOOD_NODE_THREADS (1)
-#   SCALING_THREADS ("1 2 4")
+#   SCALING_THREADS ("1 2 4"), SCALING_CONNECTIONS (CONNECTIONS),
+#   SCALING_NODE_CPUS and SCALING_BENCH_CPUS (unset: unpinned)
+#   BENCH_THREADS (1): herd-bench's event-loop threads in every load run
+#   RESULTS_DIR (bench/results): where the JSON files go
 #   MEMORY_IDLE (10000), MEMORY_CLIENTS (1000000)
 #   BENCH_CPU (0), SERVER_CPU (1), BUILD_DIR (build), SKIP_BUILD=1 to skip
 #   scripts/setup.sh, NO_PLOT=1 to skip the plot.
@@ -106,12 +115,16 @@ flood_origin=${FLOOD_ORIGIN:-Clark}
 flood_connections=${FLOOD_CONNECTIONS:-20}
 flood_node_threads=${FLOOD_NODE_THREADS:-1}
 scaling_threads=${SCALING_THREADS:-1 2 4}
+scaling_connections=${SCALING_CONNECTIONS:-$connections}
+scaling_node_cpus=${SCALING_NODE_CPUS:-}
+scaling_bench_cpus=${SCALING_BENCH_CPUS:-}
+bench_threads=${BENCH_THREADS:-1}
 memory_idle=${MEMORY_IDLE:-10000}
 memory_clients=${MEMORY_CLIENTS:-1000000}
 bench_cpu=${BENCH_CPU:-0}
 server_cpu=${SERVER_CPU:-1}
 build=${BUILD_DIR:-build}
-results=bench/results
+results=${RESULTS_DIR:-bench/results}
 
 for s in $sections; do
   [[ " $all_sections " == *" $s "* ]] ||
@@ -365,7 +378,8 @@ load_run() {
   before=$(cpu_ticks "$server_pid")
   "${b[@]}" "$build/herd-bench" --target "127.0.0.1:$port" \
     --connections "$connections" --depth "$depth" --duration "$dur" \
-    --warmup "$warm" "${extra[@]}" >"$tmp/out" 2>"$tmp/err" || rc=$?
+    --warmup "$warm" --threads "$bench_threads" "${extra[@]}" \
+    >"$tmp/out" 2>"$tmp/err" || rc=$?
   after=$(cpu_ticks "$server_pid")
   t1=$(date +%s.%N)
   [[ $metrics != 0 ]] && threads_after=$(thread_ticks "$server_pid")
@@ -703,14 +717,40 @@ fi
 
 # -- scaling ------------------------------------------------------------------
 if want scaling; then
-  rm -f "$results"/scaling-t*.json
-  saved_threads=$node_threads
+  rm -f "$results"/scaling-t*.json "$results"/scaling-epoll.json
+  saved_threads=$node_threads saved_connections=$connections
+  connections=$scaling_connections
+  # first_cpus LIST N: the first N CPUs of a list such as 0-3,8 (as 0,1,2).
+  first_cpus() {
+    python3 - "$1" "$2" <<'PY'
+import sys
+cpus = []
+for part in sys.argv[1].split(","):
+    lo, _, hi = part.partition("-")
+    cpus += range(int(lo), int(hi or lo) + 1)
+n = int(sys.argv[2])
+if n > len(cpus):
+    sys.exit("bench: SCALING_NODE_CPUS has fewer than %d CPUs" % n)
+print(",".join(map(str, cpus[:n])))
+PY
+  }
+  scaling_bpin=""
+  [[ -n $scaling_bench_cpus ]] && scaling_bpin="taskset -c $scaling_bench_cpus"
   for t in $scaling_threads; do
     node_threads=$t
+    spin=""
+    if [[ -n $scaling_node_cpus ]]; then
+      spin="taskset -c $(first_cpus "$scaling_node_cpus" "$t")" || exit 2
+    fi
     load_run scaling node 16 "$duration" "$warmup" \
-      "$results/scaling-t$t.json" "" "" 1
+      "$results/scaling-t$t.json" "$spin" "$scaling_bpin" 1
   done
-  node_threads=$saved_threads
+  if [[ -n $scaling_node_cpus ]]; then
+    load_run scaling epoll 16 "$duration" "$warmup" \
+      "$results/scaling-epoll.json" \
+      "taskset -c $(first_cpus "$scaling_node_cpus" 1)" "$scaling_bpin"
+  fi
+  node_threads=$saved_threads connections=$saved_connections
 fi
 
 # -- memory -------------------------------------------------------------------
