@@ -53,7 +53,7 @@ int64_t log_time(const client_session_state& st) {
 void log_in(session_ptr self, std::string_view line) {
   auto& st = self->state;
   if (st.node->log_messages)
-    st.msglog.add(log_time(st), st.log_name, "in", line);
+    st.msglog.add(log_time(st), st.msg_name, "in", line);
 }
 
 void log_out(session_ptr self, std::string_view reply) {
@@ -62,7 +62,7 @@ void log_out(session_ptr self, std::string_view reply) {
   while (!reply.empty() && reply.back() == '\n')
     reply.remove_suffix(1);
   auto& st = self->state;
-  st.msglog.add(log_time(st), st.log_name, "out", reply);
+  st.msglog.add(log_time(st), st.msg_name, "out", reply);
 }
 
 /// A reply whose turn may not have come yet.
@@ -205,8 +205,8 @@ void handle_auth(session_ptr self, std::string_view line) {
     return;
   }
   st.now = client_session_state::mode::peer;
-  st.log_name = "peer " + st.peer_name + "->" + node.server_name + " " +
-                st.conn->remote();
+  st.msg_name = "peer " + st.peer_name + "->" + node.server_name;
+  st.log_name = st.msg_name + " " + st.conn->remote();
   st.conn->set_output_limit(node.peer_output_limit);
   st.conn->set_line_limit(node_context::peer_line_limit); // before HERD-OK
   st.out += "HERD-OK\n";
@@ -413,7 +413,8 @@ client_session_actor::behavior_type
 client_session(session_ptr self, std::shared_ptr<net::connection> conn,
                std::shared_ptr<const node_context> node) {
   auto& st = self->state;
-  st.log_name = "client#" + std::to_string(conn->id()) + " " + conn->remote();
+  st.msg_name = "client#" + std::to_string(conn->id());
+  st.log_name = st.msg_name + " " + conn->remote();
   st.conn = std::move(conn);
   st.node = std::move(node);
   metrics::actor_spawned(metrics::actor_kind::client_session);

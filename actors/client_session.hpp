@@ -56,6 +56,10 @@ struct client_session_state {
   std::shared_ptr<net::connection> conn;
   std::shared_ptr<const node_context> node;
   std::string log_name; ///< "client#<id> <address>"
+  /// The per-message lines' shorter name, "client#<id>" ("peer A->B" once
+  /// a peer has authenticated): the address is in the line that opened the
+  /// connection, and repeating it cost an eighth of the log's bytes.
+  std::string msg_name;
 
   slot_queue waiting;         ///< replies held back, oldest first
   uint64_t first_waiting = 0; ///< sequence number of waiting.front()

@@ -1,6 +1,8 @@
 #include "net/logging.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <array>
@@ -15,6 +17,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -25,21 +28,41 @@
 
 namespace herd::log {
 
+void byte_buffer::reallocate(size_t need) {
+  size_t cap = cap_ < 256 ? 256 : cap_;
+  while (cap < need)
+    cap *= 2;
+  std::unique_ptr<char[]> bigger(new char[cap]);
+  if (size_ > 0)
+    std::memcpy(bigger.get(), data_.get(), size_);
+  data_ = std::move(bigger);
+  cap_ = cap;
+}
+
 namespace {
 
-/// The log file and the one thread that writes it. Callers append formatted
-/// lines to a shared buffer (a memcpy under a mutex); the writer swaps the
-/// buffer out every `write_interval`, or at once when `wake_bytes` are
-/// waiting or a warning comes, and writes it with one write(2). So a busy
-/// node pays no thread switch per log line or per batch, only one per
-/// interval, which is what made per-message logging cheap enough to leave on.
-/// Nothing is dropped: a caller waits while `max_pending` bytes are unwritten
-/// (the log is the audit trail).
+void set_thread_name(const char* name) {
+  pthread_setname_np(pthread_self(), name);
+}
+
+/// The log file and the one thread that writes it. Callers hand over
+/// formatted lines: a message block's whole buffer (moved, not copied; the
+/// caller gets an emptied buffer back), or an ordinary line copied into an
+/// open buffer at the end. The writer takes everything waiting every
+/// `write_interval`, or at once when `wake_bytes` are waiting or a warning
+/// comes, and writes it with writev(2). So a busy node pays no thread switch
+/// per log line or per batch, only one per interval, which is what made
+/// per-message logging cheap enough to leave on. Nothing is dropped: a
+/// caller waits while `max_pending` bytes are unwritten (the log is the
+/// audit trail).
 class file_writer {
  public:
   static constexpr auto write_interval = std::chrono::milliseconds(20);
   static constexpr size_t wake_bytes = 256 * 1024;
   static constexpr size_t max_pending = 64 * 1024 * 1024;
+  /// Emptied buffers kept for reuse, and the largest one kept.
+  static constexpr size_t max_spares = 4096;
+  static constexpr size_t max_spare_capacity = 64 * 1024;
 
   explicit file_writer(const std::string& path)
       : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
@@ -48,81 +71,142 @@ class file_writer {
       throw std::runtime_error("cannot open log file " + path + ": " +
                                std::strerror(errno));
     // Never joined: the writer lives as long as the process.
-    std::thread([this] { run(); }).detach();
+    std::thread([this] {
+      set_thread_name("herd.log");
+      run();
+    }).detach();
   }
 
-  /// Any thread. `urgent`: wake the writer now (warnings and errors).
+  /// Any thread: copies `bytes` (ordinary log lines). `urgent`: wake the
+  /// writer now (warnings and errors).
   void append(std::string_view bytes, bool urgent) {
     std::unique_lock<std::mutex> lock(mtx_);
-    space_.wait(lock, [&] { return pending_.size() < max_pending; });
-    const bool crossed = pending_.size() < wake_bytes &&
-                         pending_.size() + bytes.size() >= wake_bytes;
-    pending_.append(bytes.data(), bytes.size());
+    wait_for_space(lock);
+    if (!tail_open_) {
+      pending_.push_back(take_spare());
+      tail_open_ = true;
+    }
+    std::memcpy(pending_.back().grow(bytes.size()), bytes.data(), bytes.size());
+    added(lock, bytes.size(), urgent);
+  }
+
+  /// Any thread: takes `block`'s bytes as they are and leaves `block` empty
+  /// (with the capacity of an earlier buffer, so the caller rarely
+  /// allocates).
+  void hand_over(byte_buffer& block) {
+    if (block.empty())
+      return;
+    std::unique_lock<std::mutex> lock(mtx_);
+    wait_for_space(lock);
+    const size_t n = block.size();
+    pending_.push_back(std::move(block));
+    tail_open_ = false;
+    block = take_spare();
+    added(lock, n, false);
+  }
+
+  /// Any thread: everything handed over before the call is written when it
+  /// returns (in order: writes take `write_mtx_` before the buffers).
+  void flush() {
+    std::lock_guard<std::mutex> writing(write_mtx_);
+    write_pending();
+  }
+
+ private:
+  void wait_for_space(std::unique_lock<std::mutex>& lock) {
+    space_.wait(lock, [&] { return pending_bytes_ < max_pending; });
+  }
+
+  void added(std::unique_lock<std::mutex>& lock, size_t n, bool urgent) {
+    const bool crossed =
+        pending_bytes_ < wake_bytes && pending_bytes_ + n >= wake_bytes;
+    pending_bytes_ += n;
     urgent_ = urgent_ || urgent;
     lock.unlock();
     if (crossed || urgent)
       wake_.notify_one();
   }
 
-  /// Any thread: everything appended before the call is written when it
-  /// returns (in order: writes take `write_mtx_` before the buffer).
-  void flush() {
-    std::lock_guard<std::mutex> writing(write_mtx_);
-    std::string chunk;
-    {
-      std::lock_guard<std::mutex> lock(mtx_);
-      chunk.swap(pending_);
-    }
-    space_.notify_all();
-    write_all(chunk);
+  /// Under `mtx_`.
+  byte_buffer take_spare() {
+    if (spares_.empty())
+      return {};
+    byte_buffer b = std::move(spares_.back());
+    spares_.pop_back();
+    return b;
   }
 
- private:
   void run() {
-    std::string chunk;
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mtx_);
-        wake_.wait_for(lock, write_interval, [&] {
-          return urgent_ || pending_.size() >= wake_bytes;
-        });
+        wake_.wait_for(lock, write_interval,
+                       [&] { return urgent_ || pending_bytes_ >= wake_bytes; });
         urgent_ = false;
       }
       std::lock_guard<std::mutex> writing(write_mtx_);
-      {
-        std::lock_guard<std::mutex> lock(mtx_);
-        chunk.swap(pending_); // pending_ keeps the old chunk's capacity
-      }
-      space_.notify_all();
-      write_all(chunk);
-      chunk.clear();
-      // After a burst, give back all but a normal batch's worth of memory
-      // (this buffer becomes pending_ at the next swap).
-      if (chunk.capacity() > 4 * wake_bytes)
-        chunk.shrink_to_fit();
+      write_pending();
     }
   }
 
-  void write_all(const std::string& chunk) {
-    const char* p = chunk.data();
-    size_t left = chunk.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd_, p, left);
+  /// Under `write_mtx_`: takes what is waiting, writes it, and keeps the
+  /// emptied buffers (up to a bound; a burst's large ones are freed).
+  void write_pending() {
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      chunks_.swap(pending_);
+      pending_bytes_ = 0;
+      tail_open_ = false;
+    }
+    space_.notify_all();
+    write_all(chunks_);
+    std::lock_guard<std::mutex> lock(mtx_);
+    for (auto& b : chunks_) {
+      if (spares_.size() < max_spares && b.capacity() <= max_spare_capacity) {
+        b.clear();
+        spares_.push_back(std::move(b));
+      }
+    }
+    chunks_.clear();
+  }
+
+  void write_all(const std::vector<byte_buffer>& chunks) {
+    std::array<iovec, 256> iov{};
+    size_t next = 0;   // the first chunk not yet in `iov`
+    size_t offset = 0; // bytes of chunks[next] already written
+    while (next < chunks.size()) {
+      size_t count = 0;
+      for (size_t i = next; i < chunks.size() && count < iov.size(); ++i) {
+        size_t skip = i == next ? offset : 0;
+        iov[count].iov_base = const_cast<char*>(chunks[i].data() + skip);
+        iov[count].iov_len = chunks[i].size() - skip;
+        ++count;
+      }
+      ssize_t n = ::writev(fd_, iov.data(), static_cast<int>(count));
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)
-        return; // a full disk: lose the rest of this chunk, not stall the node
-      p += n;
-      left -= static_cast<size_t>(n);
+        return; // a full disk: lose the rest of these, not stall the node
+      auto left = static_cast<size_t>(n);
+      while (next < chunks.size() && left >= chunks[next].size() - offset) {
+        left -= chunks[next].size() - offset;
+        offset = 0;
+        ++next;
+      }
+      offset += left;
     }
   }
 
   int fd_;
   std::mutex mtx_;
   std::condition_variable wake_, space_;
-  std::string pending_;
+  std::vector<byte_buffer> pending_; ///< handed over, in file order
+  size_t pending_bytes_ = 0;
+  bool tail_open_ = false; ///< pending_.back() takes appended lines
   bool urgent_ = false;
+  std::vector<byte_buffer> spares_;
   std::mutex write_mtx_;
+  std::vector<byte_buffer> chunks_; ///< being written (under write_mtx_)
 };
 
 /// Leaked on purpose: threads may log until the process exits.
@@ -241,10 +325,9 @@ void message_block::add(int64_t when_ns, std::string_view who,
       if (!plain_bytes[c])
         escaped_size += c == '\\' ? 1 : 3;
   constexpr std::string_view level = " info ";
-  const size_t old = lines_.size();
-  lines_.resize(old + stamp_.size() + 7 + zone_.size() + level.size() +
-                who.size() + 1 + direction.size() + 2 + escaped_size + 1);
-  char* p = lines_.data() + old;
+  char* p =
+      lines_.grow(stamp_.size() + 7 + zone_.size() + level.size() + who.size() +
+                  1 + direction.size() + 2 + escaped_size + 1);
   p = copy(p, stamp_);
   *p++ = '.';
   auto micros = static_cast<uint32_t>((when_ns / 1000) % 1'000'000);
@@ -268,12 +351,12 @@ void message_block::flush() {
   if (lines_.empty())
     return;
   if (writer) {
-    writer->append(lines_, false);
+    writer->hand_over(lines_);
   } else {
-    lines_.pop_back(); // the logger ends the entry with its own newline
-    spdlog::info(lines_);
+    lines_.shrink_by(1); // the logger ends the entry with its own newline
+    spdlog::info(lines_.view());
+    lines_.clear();
   }
-  lines_.clear();
 }
 
 void append_escaped(std::string& out, std::string_view text) {

@@ -5,6 +5,8 @@
 // Each line starts with the component's name. No secret is ever passed here.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,10 +57,43 @@ OutputIt escape_into(OutputIt out, std::string_view text) {
 /// Appends `text` escaped as escape() does.
 void append_escaped(std::string& out, std::string_view text);
 
+/// A growable byte buffer that, unlike std::string, does not zero what it
+/// grows into: log lines are written once, where they will stay.
+class byte_buffer {
+ public:
+  byte_buffer() = default;
+  byte_buffer(byte_buffer&&) noexcept = default;
+  byte_buffer& operator=(byte_buffer&&) noexcept = default;
+
+  /// `n` more bytes at the end, uninitialised; returns where they start.
+  char* grow(size_t n) {
+    if (size_ + n > cap_)
+      reallocate(size_ + n);
+    char* p = data_.get() + size_;
+    size_ += n;
+    return p;
+  }
+  void shrink_by(size_t n) noexcept { size_ -= n; }
+  void clear() noexcept { size_ = 0; }
+  const char* data() const noexcept { return data_.get(); }
+  size_t size() const noexcept { return size_; }
+  size_t capacity() const noexcept { return cap_; }
+  bool empty() const noexcept { return size_ == 0; }
+  std::string_view view() const noexcept { return {data_.get(), size_}; }
+
+ private:
+  void reallocate(size_t need);
+
+  std::unique_ptr<char[]> data_;
+  size_t size_ = 0;
+  size_t cap_ = 0;
+};
+
 /// The per-message lines ("<who> in: ...", "<who> out: ...") of one batch,
-/// collected and handed to the writer as one append: per-message logging
-/// then costs a lock per batch, not two per message. Lines carry the same
-/// timestamp format as every other log line.
+/// collected and handed to the writer whole: per-message logging then costs
+/// a lock per batch, not two per message, and no copy (the writer takes the
+/// buffer and gives back an empty one). Lines carry the same timestamp
+/// format as every other log line.
 class message_block {
  public:
   /// Adds one line, timestamped `when_ns` (CLOCK_REALTIME).
@@ -68,7 +103,7 @@ class message_block {
   void flush();
 
  private:
-  std::string lines_;
+  byte_buffer lines_;
   int64_t stamp_second_ = -1; ///< the second `stamp_` holds
   std::string stamp_;         ///< "YYYY-MM-DDTHH:MM:SS" of that second
   std::string zone_;          ///< "+HH:MM"

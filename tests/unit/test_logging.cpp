@@ -7,6 +7,7 @@
 #include <fstream>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -79,4 +80,61 @@ TEST_CASE("the log file holds ordinary lines and message blocks in the order "
         " info client#7 in: IAMAT \xf0\x9f\xa5\x9d.example.with.a.long.name "
         "+1+2 3");
   CHECK(lines[5].find(" warning last 2") != std::string::npos);
+}
+
+TEST_CASE("message blocks and ordinary lines from many threads all reach the "
+          "file, each thread's in its order") {
+  namespace fs = std::filesystem;
+  auto dir = fs::temp_directory_path() /
+             ("herd-log-threads-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  log::open(dir.string(), "Threads");
+  constexpr int threads = 4, rounds = 3000;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([t] {
+      log::message_block block;
+      const std::string who = "t" + std::to_string(t);
+      for (int i = 0; i < rounds; ++i) {
+        // Blocks of one to three lines: thousands of buffers per write, more
+        // than one writev takes at once.
+        for (int k = 0; k <= i % 3; ++k)
+          block.add(1621464827'000'000'000, who, "in",
+                    std::to_string(i) + " " + std::to_string(k));
+        block.flush();
+        if (i % 10 == 0)
+          HERD_LOG_INFO("{} plain: {} 9", who, i);
+      }
+    });
+  }
+  for (auto& th : pool)
+    th.join();
+  log::close();
+
+  std::ifstream in(dir / "Threads.log");
+  // Per thread, the (round, part) of each line, in file order.
+  std::vector<std::vector<std::pair<int, int>>> seen(threads);
+  size_t other = 0;
+  for (std::string line; std::getline(in, line);) {
+    const std::regex re(R"( info t(\d) (?:in|plain): (\d+) (\d)$)");
+    std::smatch m;
+    if (!std::regex_search(line, m, re)) {
+      ++other;
+      continue;
+    }
+    seen[std::stoul(m[1])].emplace_back(std::stoi(m[2]), std::stoi(m[3]));
+  }
+  fs::remove_all(dir);
+  CHECK(other == 0);
+  for (int t = 0; t < threads; ++t) {
+    INFO("thread " << t);
+    std::vector<std::pair<int, int>> expected;
+    for (int i = 0; i < rounds; ++i) {
+      for (int k = 0; k <= i % 3; ++k)
+        expected.emplace_back(i, k);
+      if (i % 10 == 0)
+        expected.emplace_back(i, 9);
+    }
+    CHECK(seen[static_cast<size_t>(t)] == expected);
+  }
 }
