@@ -50,7 +50,7 @@ int run_node(const node_options& opts) {
   HERD_LOG_INFO("node {} starting: config {}, {} scheduler threads, {} io "
                 "threads, {} registry shard(s)",
                 opts.name, opts.config_origin, cfg.threads, cfg.io_threads,
-                cfg.shard_count());
+                cfg.registry_shards);
 
   // Membership: with no secret, a herd may only run on one machine.
   std::string secret = env_or_empty(cfg.peer_secret_env);
@@ -101,7 +101,7 @@ int run_node(const node_options& opts) {
   ctx->peer_secret = std::move(secret);
   ctx->neighbours = cfg.neighbours(opts.name);
   ctx->io = &pool;
-  for (uint32_t i = 0; i < cfg.shard_count(); ++i)
+  for (uint32_t i = 0; i < cfg.registry_shards; ++i)
     ctx->registry_shards.push_back(sys.spawn(location_registry));
 
   net::places_settings places;

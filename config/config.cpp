@@ -233,7 +233,7 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
     cfg.io_threads = static_cast<uint32_t>(r.integer(*x, "io_threads", 0, 256));
   if (auto* x = obj.if_contains("registry_shards"))
     cfg.registry_shards =
-        static_cast<uint32_t>(r.integer(*x, "registry_shards", 0, 256));
+        static_cast<uint32_t>(r.integer(*x, "registry_shards", 1, 256));
   if (auto* x = obj.if_contains("log_dir"))
     cfg.log_dir = r.string(*x, "log_dir");
   if (cfg.log_dir.empty())

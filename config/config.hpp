@@ -3,7 +3,6 @@
 // line, so an operator can fix a config without reading code.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -51,20 +50,13 @@ struct herd_config {
   places_config places;
   uint32_t threads = 4;    ///< CAF scheduler worker threads
   uint32_t io_threads = 0; ///< own Asio threads; 0: the scheduler runs sockets
-  /// Location-registry actors (client IDs hashed to one); 0: one per
-  /// scheduler thread.
-  uint32_t registry_shards = 0;
+  uint32_t registry_shards = 1;
   std::string log_dir = "logs";
   bool log_messages = true;         ///< one log line per message in and out
   uint32_t metrics_interval_s = 10; ///< metrics log line period; 0: off
   std::string peer_secret_env = "HERD_PEER_SECRET";
   limits_config limits;
   admin_config admin;
-
-  /// The number of registry shards the node runs.
-  uint32_t shard_count() const {
-    return registry_shards != 0 ? registry_shards : std::min(threads, 256u);
-  }
 
   /// Names of the neighbours of `name`, in config order.
   std::vector<std::string> neighbours(const std::string& name) const;

@@ -50,14 +50,6 @@ TEST_CASE("a minimal config gets sane defaults") {
   CHECK(cfg.places.timeout_ms == 5000);
   CHECK(cfg.places.endpoint.rfind("https://maps.googleapis.com/", 0) == 0);
   CHECK(cfg.log_messages);
-  // One registry shard per scheduler thread unless the config says.
-  CHECK(cfg.registry_shards == 0);
-  CHECK(cfg.shard_count() == 4);
-  auto two = parse_config(
-      R"({"servers": {"A": {"host": "127.0.0.1", "port": 1}}, "threads": 8,
-          "registry_shards": 2})",
-      "test.json");
-  CHECK(two.shard_count() == 2);
 }
 
 TEST_CASE("an unknown key is an error naming the file and the key") {
