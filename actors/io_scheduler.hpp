@@ -37,13 +37,14 @@ namespace herd {
 
 /// The most messages an actor handles in one turn on a worker (CAF's
 /// "scheduler.max-throughput", unbounded by default). Unbounded, an actor
-/// that receives faster than it handles (the registry, with every session
-/// of many cores sending to it) never ends its turn, and everything queued
-/// behind it on that worker waits: its sessions' clients and the metrics
-/// tick stalled for seconds on 4 cores. Bounded, it goes to the back of the
-/// queue after this many; large enough that the cost of the extra turns
-/// does not show.
-inline constexpr size_t actor_turn_messages = 256;
+/// that receives faster than it handles never ends its turn, and everything
+/// queued behind it on that worker waits: on 4 cores, sessions' clients and
+/// the metrics tick stalled for seconds behind the registry. Bounded, it
+/// goes to the back of the queue after this many. The bound must stay above
+/// what the registry receives while the other jobs on its worker take one
+/// turn each (about a message per session): at 256, 512 sessions on one
+/// worker outran it and its mailbox grew to 62,000.
+inline constexpr size_t actor_turn_messages = 4096;
 
 /// Makes `cfg`'s actor system use the socket-running scheduler. The number of
 /// workers is still "scheduler.max-threads".

@@ -76,6 +76,7 @@
 #   CONNECTIONS (64), DEPTHS ("1 16"),
 #   SERVERS ("node node-log node-iothread epoll asyncio")
 #   NODE_THREADS (1: the node gets one core, so one scheduler thread)
+#   NODE_SHARDS (unset: the config's registry_shards)
 #   SWEEP_DEPTHS ("1 2 4 8 16 32"), SWEEP_SERVERS ("node epoll asyncio"),
 #   SWEEP_DURATION (3), SWEEP_WARMUP (1)
 #   WHATSAT_CONNECTIONS (32), STUB_RESULTS (20)
@@ -260,7 +261,7 @@ cpu_ticks() {
 # ENDPOINT ("-": unchanged).
 node_config() {
   python3 - config/herd.json "$@" <<'PY'
-import json, sys
+import json, os, sys
 src, out, ports, log, metrics, endpoint = sys.argv[1:7]
 cfg = json.load(open(src))
 ports = [int(p) for p in ports.split(",")]
@@ -274,6 +275,8 @@ else:
     cfg["servers"] = {n: {"host": "127.0.0.1", "port": p}
                       for n, p in zip(names, ports)}
 cfg["log_messages"] = log == "true"
+if os.environ.get("NODE_SHARDS"):
+    cfg["registry_shards"] = int(os.environ["NODE_SHARDS"])
 cfg["metrics_interval_s"] = int(metrics)
 if endpoint != "-":
     cfg.setdefault("places", {})["endpoint"] = endpoint

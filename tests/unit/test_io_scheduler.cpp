@@ -127,14 +127,14 @@ TEST_CASE("an idle worker steals a job queued behind a long handler") {
 TEST_CASE("an actor flooded faster than it handles does not starve the "
           "others on its worker") {
   // One worker: the flooded actor and the echo share its queue. The flooder
-  // sends faster than the actor handles (5 us a message), so without a
+  // sends faster than the actor handles (1 us a message), so without a
   // bound on a turn the actor's turn lasts until the flood ends, and the
   // echo answers only after that.
   io_config cfg(1);
   caf::actor_system sys{cfg};
   auto flooded = sys.spawn([](caf::event_based_actor*) -> caf::behavior {
     return {[](int) {
-      auto until = std::chrono::steady_clock::now() + 5us;
+      auto until = std::chrono::steady_clock::now() + 1us;
       while (std::chrono::steady_clock::now() < until) {
       }
     }};
