@@ -300,7 +300,8 @@ char* copy(char* out, std::string_view s) {
 } // namespace
 
 void message_block::add(int64_t when_ns, std::string_view who,
-                        std::string_view direction, std::string_view text) {
+                        std::string_view direction, std::string_view text,
+                        std::string_view tail) {
   int64_t second = when_ns / 1'000'000'000;
   if (second != stamp_second_) {
     time_t t = static_cast<time_t>(second);
@@ -327,7 +328,7 @@ void message_block::add(int64_t when_ns, std::string_view who,
   constexpr std::string_view level = " info ";
   char* p =
       lines_.grow(stamp_.size() + 7 + zone_.size() + level.size() + who.size() +
-                  1 + direction.size() + 2 + escaped_size + 1);
+                  1 + direction.size() + 2 + escaped_size + tail.size() + 1);
   p = copy(p, stamp_);
   *p++ = '.';
   auto micros = static_cast<uint32_t>((when_ns / 1000) % 1'000'000);
@@ -344,6 +345,7 @@ void message_block::add(int64_t when_ns, std::string_view who,
   *p++ = ':';
   *p++ = ' ';
   p = plain ? copy(p, text) : escape_into(p, text);
+  p = copy(p, tail);
   *p = '\n';
 }
 

@@ -96,9 +96,11 @@ class byte_buffer {
 /// format as every other log line.
 class message_block {
  public:
-  /// Adds one line, timestamped `when_ns` (CLOCK_REALTIME).
+  /// Adds one line, timestamped `when_ns` (CLOCK_REALTIME):
+  /// "<who> <direction>: <text, escaped><tail>". `tail` is the node's own
+  /// text and is written as it is.
   void add(int64_t when_ns, std::string_view who, std::string_view direction,
-           std::string_view text);
+           std::string_view text, std::string_view tail = {});
   /// Hands what was added to the writer; cheap when nothing was.
   void flush();
 
