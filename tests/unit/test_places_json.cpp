@@ -258,6 +258,39 @@ TEST_CASE("every bound gives what a DOM cut gives, pretty-printed or "
   }
 }
 
+TEST_CASE("dropped elements are stepped over correctly wherever their "
+          "escapes, quotes and brackets fall in a 64-byte step") {
+  // A padding string of every length moves the tricky bytes across the
+  // step boundaries: a backslash as a step's last byte, an escaped quote
+  // as the next step's first, runs of backslashes, brackets in strings.
+  const std::string tricky =
+      R"({"s":"a\\\\\"]}[{\\"},{"t":["]",{"u":"\\\"","v":"\\\\"}],"w":"}"},)"
+      R"(["[[[","\"\"\"",{"x":"\\\\\\\\"}],"tail\\\\")";
+  int cases = 0;
+  for (int pad = 0; pad < 130; ++pad) {
+    const std::string body =
+        R"({"html_attributions":[],"results":[{"p":")" +
+        std::string(static_cast<std::size_t>(pad), 'x') + "\"}," + tricky +
+        R"(,{"last":[1,2,{"a":"]"}]}],"status":"OK","next_page_token":"t"})";
+    REQUIRE(json::parse(body).at("results").as_array().size() == 6);
+    for (int bound = 0; bound <= 6; ++bound) {
+      INFO("pad " << pad << ", bound " << bound);
+      std::string why;
+      const auto out = cut_results(body, bound, why);
+      REQUIRE(out.has_value());
+      CHECK(json::parse(*out) ==
+            dom_cut(body, static_cast<std::size_t>(bound)));
+      ++cases;
+    }
+    // Cut short inside the dropped elements: not accepted.
+    for (std::size_t end : {body.size() - 40, body.size() / 2 + 10}) {
+      std::string why;
+      CHECK_FALSE(cut_results(body.substr(0, end), 1, why).has_value());
+    }
+  }
+  CHECK(cases == 130 * 7);
+}
+
 TEST_CASE("compact bodies are cut without leaving a dangling comma") {
   const std::string body = R"({"results":[1,2,3],"status":"OK"})";
   std::string why;
@@ -429,7 +462,39 @@ TEST_CASE("valid JSON without the Places shape is rejected") {
   }
 }
 
+/// In a valid body: the ',' after the first element of "results" (npos if
+/// there is one element) and the ']' that closes "results".
+std::pair<std::size_t, std::size_t> first_comma_and_close(std::string_view b) {
+  const std::size_t open = b.find('[', b.find("\"results\""));
+  std::size_t comma = std::string_view::npos;
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = open; i < b.size(); ++i) {
+    const char c = b[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      ++depth;
+    } else if (c == ']' || c == '}') {
+      if (--depth == 0)
+        return {comma, i};
+    } else if (c == ',' && depth == 1 && comma == std::string_view::npos) {
+      comma = i;
+    }
+  }
+  return {comma, std::string_view::npos};
+}
+
 TEST_CASE("the scanner agrees with a DOM parser on single-byte corruptions") {
+  // Corruptions of the elements past the bound (which are cut) need not be
+  // found: there the scanner only follows strings and brackets. Whatever it
+  // accepts still comes out as valid JSON of the Places shape, holding the
+  // body's first element.
   const std::string compact = R"({"html_attributions":[],"results":[
  {"name":"Caf\u00e9 \"A\"","n":-1.5e3,"ok":true,"t":[null,false,{}]},
  {"name":"é","x":{"results":[1]}} , {"p":"\\"}],"status":"OK"})";
@@ -449,8 +514,13 @@ TEST_CASE("the scanner agrees with a DOM parser on single-byte corruptions") {
   };
   int cases = 0;
   int mismatches = 0;
+  int lenient = 0;
   for (const std::string& body : {compact, indented}) {
+    const auto [comma, close] = first_comma_and_close(body);
+    REQUIRE(comma != std::string::npos);
+    const json::value first = json::parse(body).at("results").at(0);
     for (std::size_t i = 0; i < body.size(); ++i) {
+      const bool in_dropped = i > comma && i <= close;
       std::vector<std::string> variants;
       variants.push_back(body.substr(0, i) + body.substr(i + 1));
       for (const char r : replacements) {
@@ -463,8 +533,16 @@ TEST_CASE("the scanner agrees with a DOM parser on single-byte corruptions") {
         ++cases;
         std::string why;
         const auto out = cut_results(v, 1, why);
-        const bool agree = out.has_value() == shape_ok(v) &&
-                           (!out || json::parse(*out) == dom_cut(v, 1));
+        bool agree = false;
+        if (shape_ok(v)) {
+          agree = out && json::parse(*out) == dom_cut(v, 1);
+        } else if (!in_dropped) {
+          agree = !out;
+        } else {
+          agree = !out || (shape_ok(*out) && json::parse(*out).at("results") ==
+                                                 json::array{first});
+          lenient += out.has_value();
+        }
         if (!agree && ++mismatches <= 5)
           FAIL_CHECK("disagreement on: " << v << "\nwhy: " << why);
       }
@@ -472,6 +550,9 @@ TEST_CASE("the scanner agrees with a DOM parser on single-byte corruptions") {
   }
   CHECK(mismatches == 0);
   CHECK(cases > 20000);
+  // Some corruptions of dropped elements do pass (a changed letter in a
+  // string, say): the lenient branch is exercised.
+  CHECK(lenient > 0);
 }
 
 TEST_CASE("blank lines are collapsed and trailing newlines removed in the "
