@@ -1,5 +1,7 @@
 #include "net/places_json.hpp"
 
+#include "net/json_skip.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -617,118 +619,20 @@ class scanner {
     }
   }
 
-  /// Which bytes of a 64-byte block are backslashes, quotes, opening and
-  /// closing brackets: one bit per byte, from one load of each 16 bytes.
-  struct block_masks {
-    std::uint64_t backslash = 0, quote = 0, open = 0, close = 0;
-  };
-
-  static block_masks classify64(const char* block) noexcept {
-    block_masks m;
-#if defined(__SSE2__)
-    const __m128i backslash = _mm_set1_epi8('\\');
-    const __m128i quote = _mm_set1_epi8('"');
-    // '[' | 0x20 == '{' and ']' | 0x20 == '}'; no other byte maps there.
-    const __m128i lower = _mm_set1_epi8(0x20);
-    const __m128i open = _mm_set1_epi8('{');
-    const __m128i close = _mm_set1_epi8('}');
-    for (int i = 0; i < 4; ++i) {
-      const __m128i v = load16(block + 16 * i);
-      const __m128i folded = _mm_or_si128(v, lower);
-      const int shift = 16 * i;
-      m.backslash |= std::uint64_t{mask16(_mm_cmpeq_epi8(v, backslash))}
-                     << shift;
-      m.quote |= std::uint64_t{mask16(_mm_cmpeq_epi8(v, quote))} << shift;
-      m.open |= std::uint64_t{mask16(_mm_cmpeq_epi8(folded, open))} << shift;
-      m.close |= std::uint64_t{mask16(_mm_cmpeq_epi8(folded, close))} << shift;
-    }
-#else
-    for (int i = 0; i < 64; ++i) {
-      const char c = block[i];
-      const std::uint64_t bit = std::uint64_t{1} << i;
-      if (c == '\\')
-        m.backslash |= bit;
-      else if (c == '"')
-        m.quote |= bit;
-      else if (c == '[' || c == '{')
-        m.open |= bit;
-      else if (c == ']' || c == '}')
-        m.close |= bit;
-    }
-#endif
-    return m;
-  }
-
-  /// Bit i: the xor of bits 0..i of `x` (which bytes lie inside a string,
-  /// from where the quotes are).
-  static std::uint64_t prefix_xor(std::uint64_t x) noexcept {
-    x ^= x << 1;
-    x ^= x << 2;
-    x ^= x << 4;
-    x ^= x << 8;
-    x ^= x << 16;
-    x ^= x << 32;
-    return x;
-  }
-
   /// At the first element past the bound (or at the first element, with a
   /// bound of 0): steps to the ']' that closes "results", following only
-  /// strings (with their escapes) and brackets, 64 bytes a step with bit
-  /// masks, as simdjson's first stage does. The elements stepped over are
-  /// cut, so they are checked only this far: brackets balance outside
-  /// strings, strings end, and no ',' is doubled at either end. On success
-  /// just past the ']'.
+  /// strings (with their escapes) and brackets (net/json_skip.hpp). The
+  /// elements stepped over are cut, so they are checked only this far:
+  /// brackets balance outside strings, strings end, and no ',' is doubled at
+  /// either end. On success just past the ']'.
   bool skip_dropped() {
     const char* const start = p_;
     if (p_ != end_ && *p_ == ',')
       return fail("expected a value");
-    int depth = 1; // inside "results"
-    bool in_string = false;
-    bool escape_next = false; // the next block's first byte is escaped
-    char padded[64];
-    for (const char* q = p_; q < end_; q += 64) {
-      const char* block = q;
-      const auto left = static_cast<std::size_t>(end_ - q);
-      if (left < 64) {
-        std::memcpy(padded, q, left);
-        std::memset(padded + left, ' ', 64 - left);
-        block = padded;
-      }
-      const block_masks m = classify64(block);
-      std::uint64_t escaped = escape_next ? 1u : 0u;
-      escape_next = false;
-      // Backslashes are rare in Places bodies: follow them one by one. A
-      // backslash escapes the next byte unless it is escaped itself.
-      for (std::uint64_t bs = m.backslash; bs != 0; bs &= bs - 1) {
-        const int i = __builtin_ctzll(bs);
-        if ((escaped >> i) & 1u)
-          continue;
-        if (i == 63)
-          escape_next = true;
-        else
-          escaped |= std::uint64_t{1} << (i + 1);
-      }
-      const std::uint64_t quotes = m.quote & ~escaped;
-      std::uint64_t inside = prefix_xor(quotes);
-      if (in_string)
-        inside = ~inside;
-      in_string = (inside >> 63) != 0;
-      const std::uint64_t opens = m.open & ~inside;
-      const std::uint64_t closes = m.close & ~inside;
-      // Bracket by bracket (no popcount: x86-64's baseline has no such
-      // instruction, and the library call cost more than this loop),
-      // without a branch on which kind it is, a coin toss to predict.
-      for (std::uint64_t s = opens | closes; s != 0; s &= s - 1) {
-        const int i = __builtin_ctzll(s);
-        depth += 1 - 2 * static_cast<int>((closes >> i) & 1u);
-        if (depth == 0) {
-          p_ = q + i;
-          return close_dropped(start);
-        }
-      }
-    }
-    p_ = end_;
-    return fail("unexpected end of input");
+    p_ = detail::find_close(p_, end_);
+    if (p_ == end_)
+      return fail("unexpected end of input");
+    return close_dropped(start);
   }
 
   /// At the ']' (or a stray '}') where skip_dropped() came back to depth 0.
