@@ -1,12 +1,18 @@
 #include "net/tcp_server.hpp"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <unordered_map>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -89,6 +95,93 @@ char* thread_read_buffer() {
   return buf.get();
 }
 
+/// The read side of every connection on one io_context: an epoll set of its
+/// own, edge-triggered, that Asio watches as one descriptor. Asio's own way
+/// to wait for a readable socket (async_wait) re-arms it with epoll_ctl(2)
+/// on every wait, one system call per request on top of recv and send, and
+/// reading into a buffer of each connection's own costs memory per idle
+/// connection and a recv that fails with EAGAIN per request. Here a socket
+/// is added once; an arrival of data wakes its connection once, and the
+/// connection reads until a short read (or EAGAIN). The set itself is re-armed
+/// once per batch of ready sockets. Runs on the context's thread only.
+class read_reactor final : public asio::execution_context::service {
+ public:
+  using key_type = read_reactor;
+  static asio::execution_context::id id;
+
+  explicit read_reactor(asio::execution_context& owner)
+      : service(owner), epoll_(::epoll_create1(EPOLL_CLOEXEC)),
+        set_(static_cast<asio::io_context&>(owner)) {
+    if (epoll_ < 0)
+      throw boost::system::system_error(errno, boost::system::system_category(),
+                                        "epoll_create1");
+    set_.assign(epoll_);
+    arm();
+  }
+
+  /// Watches `c`'s socket `fd`, and keeps `c` until remove().
+  void add(const std::shared_ptr<connection>& c, int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    // Keyed by address: an event that outlives its connection can at worst
+    // wake a later one at the same address, which then reads nothing.
+    ev.data.ptr = c.get();
+    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) == 0)
+      connections_.emplace(c.get(), c);
+  }
+
+  /// Forgets `c` (its socket is closed or about to be, which takes it out
+  /// of the epoll set).
+  void remove(const connection* c) { connections_.erase(c); }
+
+ private:
+  void shutdown() override {
+    boost::system::error_code ec;
+    set_.close(ec); // closes epoll_
+    connections_.clear();
+  }
+
+  void arm() {
+    set_.async_wait(asio::posix::stream_descriptor::wait_read,
+                    [this](const boost::system::error_code& ec) {
+                      if (ec)
+                        return;
+                      drain();
+                      arm();
+                    });
+  }
+
+  void drain() {
+    std::array<epoll_event, 128> events{};
+    int n = 0;
+    do {
+      n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                       0);
+      for (int i = 0; i < n; ++i) {
+        auto it = connections_.find(
+            static_cast<const connection*>(events[i].data.ptr));
+        if (it == connections_.end())
+          continue; // closed since
+        // The connection may close (and leave the map) while it reads.
+        auto c = it->second;
+        c->on_ready((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) !=
+                    0);
+      }
+    } while (n == static_cast<int>(events.size()));
+  }
+
+  int epoll_;
+  asio::posix::stream_descriptor set_;
+  std::unordered_map<const connection*, std::shared_ptr<connection>>
+      connections_;
+};
+
+asio::execution_context::id read_reactor::id;
+
+/// Reads at most this many full buffers in a row from one connection before
+/// letting the others of its thread have a turn.
+constexpr int reads_per_turn = 4;
+
 } // namespace
 
 connection::connection(tcp::socket socket, connection_limits limits,
@@ -106,41 +199,32 @@ connection::connection(tcp::socket socket, connection_limits limits,
 connection::~connection() = default;
 
 void connection::start(std::shared_ptr<connection_handler> handler) {
-  asio::post(socket_.get_executor(),
-             [self = shared_from_this(), h = std::move(handler)]() mutable {
-               self->handler_ = std::move(h);
-               self->wait_readable();
-             });
+  asio::post(socket_.get_executor(), [self = shared_from_this(),
+                                      h = std::move(handler)]() mutable {
+    self->handler_ = std::move(h);
+    {
+      std::lock_guard<std::mutex> guard(self->mtx_);
+      if (self->closed_)
+        return; // do_close is posted and tells the handler
+    }
+    asio::use_service<read_reactor>(self->socket_.get_executor().context())
+        .add(self, self->socket_.native_handle());
+    // Bytes that came before the socket joined the set raised no
+    // edge there.
+    self->ready_ = true;
+    self->try_read();
+  });
 }
 
-void connection::wait_readable() {
-  if (reading_ || read_eof_)
+void connection::on_ready(bool hangup) {
+  ready_ = true;
+  hangup_ = hangup_ || hangup;
+  try_read();
+}
+
+void connection::try_read() {
+  if (!handler_ || read_eof_ || !ready_)
     return;
-  {
-    std::lock_guard<std::mutex> guard(mtx_);
-    if (closed_)
-      return;
-  }
-  if (pending_lines_.load() >= limits_.max_pending_lines) {
-    // Pause; a sender that answers lines sees the flag and resumes us. The
-    // re-check closes the race with a sender that answered in between.
-    read_paused_.store(true);
-    if (pending_lines_.load() >= limits_.max_pending_lines)
-      return;
-    read_paused_.store(false);
-  }
-  reading_ = true;
-  socket_.async_wait(
-      tcp::socket::wait_read,
-      [self = shared_from_this()](const boost::system::error_code& ec) {
-        self->on_readable(ec);
-      });
-}
-
-void connection::on_readable(const boost::system::error_code& ec) {
-  reading_ = false;
-  if (!handler_)
-    return; // closed
   {
     std::unique_lock<std::mutex> guard(mtx_);
     if (closed_) { // by another thread: finish the close here
@@ -149,37 +233,56 @@ void connection::on_readable(const boost::system::error_code& ec) {
       return;
     }
   }
-  if (ec) {
-    do_close(close_reason::peer_reset);
-    return;
-  }
   char* buf = thread_read_buffer();
-  boost::system::error_code rec;
-  size_t n = socket_.read_some(asio::buffer(buf, read_buffer_size), rec);
-  if (rec == asio::error::would_block || rec == asio::error::try_again) {
-    wait_readable();
-    return;
-  }
-  if (rec == asio::error::eof) {
-    read_eof_ = true;
-    if (!partial_.empty()) {
-      // A last line without '\n' before the half-close still counts.
-      std::string last;
-      last.swap(partial_);
-      auto size = static_cast<uint32_t>(last.size());
-      ++pending_lines_;
-      handler_->on_lines(std::move(last), {size}, realtime_ns());
+  for (int round = 0;; ++round) {
+    if (pending_lines_.load() >= limits_.max_pending_lines) {
+      // Pause, still ready; a sender that answers lines sees the flag and
+      // resumes us. The re-check closes the race with a sender that
+      // answered in between.
+      read_paused_.store(true);
+      if (pending_lines_.load() >= limits_.max_pending_lines)
+        return;
+      read_paused_.store(false);
     }
-    handler_->on_eof();
-    return;
+    if (round == reads_per_turn) {
+      asio::post(socket_.get_executor(),
+                 [self = shared_from_this()] { self->try_read(); });
+      return;
+    }
+    boost::system::error_code rec;
+    size_t n = socket_.read_some(asio::buffer(buf, read_buffer_size), rec);
+    if (rec == asio::error::would_block || rec == asio::error::try_again) {
+      ready_ = false;
+      return;
+    }
+    if (rec == asio::error::eof) {
+      read_eof_ = true;
+      ready_ = false;
+      if (!partial_.empty()) {
+        // A last line without '\n' before the half-close still counts.
+        std::string last;
+        last.swap(partial_);
+        auto size = static_cast<uint32_t>(last.size());
+        ++pending_lines_;
+        handler_->on_lines(std::move(last), {size}, realtime_ns());
+      }
+      handler_->on_eof();
+      return;
+    }
+    if (rec) {
+      do_close(close_reason::peer_reset);
+      return;
+    }
+    deliver(buf, n, realtime_ns());
+    if (!handler_)
+      return; // closed (a line too long)
+    // A short read took everything there was: the next arrival raises a
+    // new edge. After a hang-up no edge comes for the EOF, so read on.
+    if (n < read_buffer_size && !hangup_) {
+      ready_ = false;
+      return;
+    }
   }
-  if (rec) {
-    do_close(close_reason::peer_reset);
-    return;
-  }
-  deliver(buf, n, realtime_ns());
-  if (handler_)
-    wait_readable();
 }
 
 void connection::deliver(const char* data, size_t size, int64_t now_ns) {
@@ -229,7 +332,7 @@ void connection::send(std::string bytes, uint32_t answered) {
     pending_lines_ -= std::min(pending_lines_.load(), answered);
     if (read_paused_.exchange(false))
       asio::post(socket_.get_executor(),
-                 [self = shared_from_this()] { self->wait_readable(); });
+                 [self = shared_from_this()] { self->try_read(); });
   }
   if (bytes.empty())
     return;
@@ -355,6 +458,9 @@ void connection::do_close(close_reason why) {
   }
   partial_.clear();
   partial_.shrink_to_fit();
+  ready_ = false;
+  asio::use_service<read_reactor>(socket_.get_executor().context())
+      .remove(this);
   if (auto h = std::move(handler_))
     h->on_closed(why);
 }

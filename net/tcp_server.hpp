@@ -115,9 +115,11 @@ class connection : public std::enable_shared_from_this<connection> {
   uint64_t id() const noexcept { return id_; }
   const std::string& remote() const noexcept { return remote_; }
 
+  /// The read reactor saw the socket readable (or hung up). io thread.
+  void on_ready(bool hangup);
+
  private:
-  void wait_readable();
-  void on_readable(const boost::system::error_code& ec);
+  void try_read();
   void deliver(const char* data, size_t size, int64_t now_ns);
   void write_some();                   // requires mtx_
   void close_locked(close_reason why); // requires mtx_; handler called later
@@ -131,7 +133,10 @@ class connection : public std::enable_shared_from_this<connection> {
   std::shared_ptr<connection_handler> handler_;
   std::string partial_; ///< an incomplete last line (io thread only)
   std::atomic<uint32_t> max_line_bytes_;
-  bool reading_ = false;  ///< io thread only
+  /// Readable and not yet read dry (the reactor is edge-triggered: it says
+  /// so once per arrival). io thread only.
+  bool ready_ = false;
+  bool hangup_ = false;   ///< the peer half-closed or failed; io thread only
   bool read_eof_ = false; ///< io thread only
   /// Lines delivered and not yet answered, and whether reading paused on
   /// them (the io thread sets the flag, a sender that sees it resumes).
