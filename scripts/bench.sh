@@ -536,7 +536,7 @@ if want whatsat; then
 
   wrk_url="http://127.0.0.1:$stub_port$stub_url_path?location=34.068930,-118.445127&radius=10000&key=bench-key"
   : >"$results/whatsat-wrk.txt"
-  if apt_ensure wrk; then
+  if command -v wrk >/dev/null || apt_ensure wrk; then
     echo "bench: whatsat: places-stub alone under wrk, $whatsat_connections" \
       "connections, ${duration} s" >&2
     rc=0
