@@ -55,13 +55,17 @@ uint32_t parse_count(std::string_view option, const char* text, uint32_t max,
 } // namespace
 
 int main(int argc, char** argv) {
-  // Keep freed heap memory for reuse instead of returning it to the kernel
-  // after every large free: a node frees a 40 KB Places body per WHATSAT,
-  // and glibc's default (trim above 128 KB free, adjusted on the fly) made
-  // every next body fault its pages in again, a tenth of a WHATSAT's cost.
-  // Memory still goes back once 64 MB lie free at the top of the heap.
+#if !defined(HERD_JEMALLOC)
+  // Built with glibc's malloc (no jemalloc, which keeps freed pages a while
+  // on its own): keep freed heap memory for reuse instead of returning it
+  // to the kernel after every large free. A node frees a 40 KB Places body
+  // per WHATSAT, and glibc's default (trim above 128 KB free, adjusted on
+  // the fly) made every next body fault its pages in again, a tenth of a
+  // WHATSAT's cost. Memory still goes back once 64 MB lie free at the top
+  // of the heap.
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
   std::string name, config_file, log_dir;
   uint32_t threads = 0;
   int64_t io_threads = -1; // -1: as the config says
