@@ -416,6 +416,11 @@ class session_forwarder : public net::connection_handler {
 } // namespace
 
 client_session_state::~client_session_state() {
+  // A session that ends without closing its connection (its actor failed)
+  // must not leave the socket open and read: the connection is kept by its
+  // io_context's read reactor until it closes.
+  if (conn)
+    conn->close(net::close_reason::server_close);
   if (node) {
     --node->open_connections;
     metrics::add(metrics::counter::connections_closed);

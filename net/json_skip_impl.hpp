@@ -3,6 +3,7 @@
 // of x86-64) and with -mavx2 -mpclmul -mpopcnt. Only intrinsics and this
 // namespace's own functions in here: an inline function shared with other
 // files would let the linker keep the AVX2 copy for every caller.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -100,9 +101,11 @@ inline const char* find_close(const char* p, const char* end) noexcept {
   bool in_string = false;
   bool escape_next = false; // the next block's first byte is escaped
   char padded[64];
-  for (const char* q = p; q < end; q += 64) {
+  const auto size = static_cast<std::size_t>(end - p);
+  for (std::size_t offset = 0; offset < size; offset += 64) {
+    const char* const q = p + offset;
     const char* block = q;
-    const auto left = static_cast<std::size_t>(end - q);
+    const std::size_t left = size - offset;
     if (left < 64) {
       std::memcpy(padded, q, left);
       std::memset(padded + left, ' ', 64 - left);

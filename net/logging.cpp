@@ -60,9 +60,11 @@ class file_writer {
   static constexpr auto write_interval = std::chrono::milliseconds(20);
   static constexpr size_t wake_bytes = 256 * 1024;
   static constexpr size_t max_pending = 64 * 1024 * 1024;
-  /// Emptied buffers kept for reuse, and the largest one kept.
+  /// Emptied buffers kept for reuse, and the largest one kept: a session
+  /// keeps the buffer it gets back while it is idle, so spares stay small
+  /// (a depth-16 batch of lines is about 2 KiB), 16 MiB at most in all.
   static constexpr size_t max_spares = 4096;
-  static constexpr size_t max_spare_capacity = 64 * 1024;
+  static constexpr size_t max_spare_capacity = 4 * 1024;
 
   explicit file_writer(const std::string& path)
       : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -62,8 +63,15 @@ void append_escaped(std::string& out, std::string_view text);
 class byte_buffer {
  public:
   byte_buffer() = default;
-  byte_buffer(byte_buffer&&) noexcept = default;
-  byte_buffer& operator=(byte_buffer&&) noexcept = default;
+  byte_buffer(byte_buffer&& other) noexcept
+      : data_(std::move(other.data_)), size_(std::exchange(other.size_, 0)),
+        cap_(std::exchange(other.cap_, 0)) {}
+  byte_buffer& operator=(byte_buffer&& other) noexcept {
+    data_ = std::move(other.data_);
+    size_ = std::exchange(other.size_, 0);
+    cap_ = std::exchange(other.cap_, 0);
+    return *this;
+  }
 
   /// `n` more bytes at the end, uninitialised; returns where they start.
   char* grow(size_t n) {

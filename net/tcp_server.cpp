@@ -44,6 +44,106 @@ const char* to_string(close_reason r) {
   return "unknown";
 }
 
+// -- the read reactor -------------------------------------------------------
+
+namespace {
+
+/// The read side of every connection on one io_context: an epoll set of its
+/// own, edge-triggered, that Asio watches as one descriptor. Asio's own way
+/// to wait for a readable socket (async_wait) re-arms it with epoll_ctl(2)
+/// on every wait, one system call per request on top of recv and send, and
+/// reading into a buffer of each connection's own costs memory per idle
+/// connection and a recv that fails with EAGAIN per request. Here a socket
+/// is added once; an arrival of data wakes its connection once, and the
+/// connection reads until a short read (or EAGAIN). The set itself is re-armed
+/// once per batch of ready sockets. Runs on the context's thread only.
+class read_reactor final : public asio::execution_context::service {
+ public:
+  using key_type = read_reactor;
+  static asio::execution_context::id id;
+
+  explicit read_reactor(asio::execution_context& owner)
+      : service(owner), epoll_(::epoll_create1(EPOLL_CLOEXEC)),
+        set_(static_cast<asio::io_context&>(owner)) {
+    if (epoll_ < 0)
+      throw boost::system::system_error(errno, boost::system::system_category(),
+                                        "epoll_create1");
+    set_.assign(epoll_);
+    arm();
+  }
+
+  /// Watches `c`'s socket `fd`, and keeps `c` until remove(). False when
+  /// the kernel refused (out of memory, or of epoll watches).
+  bool add(const std::shared_ptr<connection>& c, int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    // Keyed by address: an event that outlives its connection can at worst
+    // wake a later one at the same address, which then reads nothing.
+    ev.data.ptr = c.get();
+    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0)
+      return false;
+    connections_.emplace(c.get(), c);
+    return true;
+  }
+
+  /// Forgets `c` (its socket is closed or about to be, which takes it out
+  /// of the epoll set).
+  void remove(const connection* c) { connections_.erase(c); }
+
+ private:
+  void shutdown() override {
+    boost::system::error_code ec;
+    set_.close(ec); // closes epoll_
+    connections_.clear();
+  }
+
+  void arm() {
+    set_.async_wait(asio::posix::stream_descriptor::wait_read,
+                    [this](const boost::system::error_code& ec) {
+                      if (ec)
+                        return;
+                      // Re-armed even if a handler throws, or every
+                      // connection of this context would stop being read.
+                      struct rearm {
+                        read_reactor* r;
+                        ~rearm() { r->arm(); }
+                      } guard{this};
+                      drain();
+                    });
+  }
+
+  /// Up to four batches of ready sockets; the set stays readable if more
+  /// wait, and Asio reports it again after the others had a turn.
+  void drain() {
+    std::array<epoll_event, 128> events{};
+    int n = 0;
+    int batches = 0;
+    do {
+      n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                       0);
+      for (int i = 0; i < n; ++i) {
+        auto it = connections_.find(
+            static_cast<const connection*>(events[i].data.ptr));
+        if (it == connections_.end())
+          continue; // closed since
+        // The connection may close (and leave the map) while it reads.
+        auto c = it->second;
+        c->on_ready((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) !=
+                    0);
+      }
+    } while (n == static_cast<int>(events.size()) && ++batches < 4);
+  }
+
+  int epoll_;
+  asio::posix::stream_descriptor set_;
+  std::unordered_map<const connection*, std::shared_ptr<connection>>
+      connections_;
+};
+
+asio::execution_context::id read_reactor::id;
+
+} // namespace
+
 // -- io_pool ----------------------------------------------------------------
 
 io_pool::io_pool(size_t size) {
@@ -54,10 +154,20 @@ io_pool::io_pool(size_t size) {
     contexts_.push_back(owned_.back().get());
     guards_.emplace_back(asio::make_work_guard(*owned_.back()));
   }
+  create_reactors();
 }
 
 io_pool::io_pool(std::vector<asio::io_context*> shared)
-    : contexts_(std::move(shared)) {}
+    : contexts_(std::move(shared)) {
+  create_reactors();
+}
+
+void io_pool::create_reactors() {
+  // Each context's read reactor now, so that a failure (no epoll set to be
+  // had) stops the node at start rather than in a handler later.
+  for (auto* ctx : contexts_)
+    asio::use_service<read_reactor>(*ctx);
+}
 
 io_pool::~io_pool() {
   stop();
@@ -95,89 +205,6 @@ char* thread_read_buffer() {
   return buf.get();
 }
 
-/// The read side of every connection on one io_context: an epoll set of its
-/// own, edge-triggered, that Asio watches as one descriptor. Asio's own way
-/// to wait for a readable socket (async_wait) re-arms it with epoll_ctl(2)
-/// on every wait, one system call per request on top of recv and send, and
-/// reading into a buffer of each connection's own costs memory per idle
-/// connection and a recv that fails with EAGAIN per request. Here a socket
-/// is added once; an arrival of data wakes its connection once, and the
-/// connection reads until a short read (or EAGAIN). The set itself is re-armed
-/// once per batch of ready sockets. Runs on the context's thread only.
-class read_reactor final : public asio::execution_context::service {
- public:
-  using key_type = read_reactor;
-  static asio::execution_context::id id;
-
-  explicit read_reactor(asio::execution_context& owner)
-      : service(owner), epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        set_(static_cast<asio::io_context&>(owner)) {
-    if (epoll_ < 0)
-      throw boost::system::system_error(errno, boost::system::system_category(),
-                                        "epoll_create1");
-    set_.assign(epoll_);
-    arm();
-  }
-
-  /// Watches `c`'s socket `fd`, and keeps `c` until remove().
-  void add(const std::shared_ptr<connection>& c, int fd) {
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-    // Keyed by address: an event that outlives its connection can at worst
-    // wake a later one at the same address, which then reads nothing.
-    ev.data.ptr = c.get();
-    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) == 0)
-      connections_.emplace(c.get(), c);
-  }
-
-  /// Forgets `c` (its socket is closed or about to be, which takes it out
-  /// of the epoll set).
-  void remove(const connection* c) { connections_.erase(c); }
-
- private:
-  void shutdown() override {
-    boost::system::error_code ec;
-    set_.close(ec); // closes epoll_
-    connections_.clear();
-  }
-
-  void arm() {
-    set_.async_wait(asio::posix::stream_descriptor::wait_read,
-                    [this](const boost::system::error_code& ec) {
-                      if (ec)
-                        return;
-                      drain();
-                      arm();
-                    });
-  }
-
-  void drain() {
-    std::array<epoll_event, 128> events{};
-    int n = 0;
-    do {
-      n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
-                       0);
-      for (int i = 0; i < n; ++i) {
-        auto it = connections_.find(
-            static_cast<const connection*>(events[i].data.ptr));
-        if (it == connections_.end())
-          continue; // closed since
-        // The connection may close (and leave the map) while it reads.
-        auto c = it->second;
-        c->on_ready((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) !=
-                    0);
-      }
-    } while (n == static_cast<int>(events.size()));
-  }
-
-  int epoll_;
-  asio::posix::stream_descriptor set_;
-  std::unordered_map<const connection*, std::shared_ptr<connection>>
-      connections_;
-};
-
-asio::execution_context::id read_reactor::id;
-
 /// Reads at most this many full buffers in a row from one connection before
 /// letting the others of its thread have a turn.
 constexpr int reads_per_turn = 4;
@@ -203,12 +230,18 @@ void connection::start(std::shared_ptr<connection_handler> handler) {
                                       h = std::move(handler)]() mutable {
     self->handler_ = std::move(h);
     {
-      std::lock_guard<std::mutex> guard(self->mtx_);
-      if (self->closed_)
-        return; // do_close is posted and tells the handler
+      std::unique_lock<std::mutex> guard(self->mtx_);
+      if (self->closed_) { // before it started: tell the handler here
+        guard.unlock();
+        self->do_close(self->close_why_);
+        return;
+      }
     }
-    asio::use_service<read_reactor>(self->socket_.get_executor().context())
-        .add(self, self->socket_.native_handle());
+    if (!asio::use_service<read_reactor>(self->socket_.get_executor().context())
+             .add(self, self->socket_.native_handle())) {
+      self->do_close(close_reason::server_close);
+      return;
+    }
     // Bytes that came before the socket joined the set raised no
     // edge there.
     self->ready_ = true;

@@ -42,6 +42,8 @@ class io_pool {
   void stop();
 
  private:
+  void create_reactors();
+
   using work_guard =
       boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
   std::vector<std::unique_ptr<boost::asio::io_context>> owned_;

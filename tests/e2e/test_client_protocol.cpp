@@ -5,6 +5,7 @@
 #include "harness.hpp"
 
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace e2e;
@@ -245,6 +246,41 @@ TEST_CASE("CRLF line endings are accepted and the CR is not echoed") {
   CHECK(printable(c.read_line()) == printable("? BAD \n"));
   c.send("BA\rD\n");
   CHECK(printable(c.read_line()) == printable("? BA\rD\n"));
+}
+
+TEST_CASE("a pipelined burst far over the pending-line limit and the read "
+          "buffer is answered whole and in order") {
+  // 6,000 IAMATs (about 400 KB) in one write, with at most 16 lines
+  // unanswered: reading pauses and resumes hundreds of times, and the
+  // reader takes more than four 64 KiB buffers in a row. A read lost across
+  // a pause (the socket is watched edge-triggered) would leave replies
+  // missing and the read below would time out.
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_pending_lines = 16;
+  one_node n(spec);
+  client c(n.port());
+  std::string burst;
+  const int lines = 6000;
+  for (int i = 0; i < lines; ++i)
+    burst += iamat("burst-" + std::to_string(i) + ".example", ucla, old_time);
+  REQUIRE(burst.size() > 4 * 64 * 1024);
+  std::thread writer([&] { c.send(burst); });
+  int answered = 0;
+  for (int i = 0; i < lines; ++i) {
+    auto reply = c.read_line();
+    if (reply.find(" burst-" + std::to_string(i) + ".example ") ==
+        std::string::npos) {
+      FAIL_CHECK("reply " << i << " out of order or missing: " << reply);
+      break;
+    }
+    ++answered;
+  }
+  writer.join();
+  CHECK(answered == lines);
+  // The connection still works.
+  c.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(c.read_line(), "Alpha", kiwi, ucla, old_time);
 }
 
 TEST_CASE("many lines pipelined in one write are answered in order") {
