@@ -119,7 +119,10 @@ void fill_slot(session_ptr self, uint64_t seq, std::string bytes) {
   s.ready = true;
   s.bytes = std::move(bytes);
   while (!st.waiting.empty() && st.waiting.front().ready) {
-    st.out += st.waiting.front().bytes; // pop_front releases them
+    if (st.out.empty())
+      st.out.swap(st.waiting.front().bytes); // a WHATSAT reply: no copy
+    else
+      st.out += st.waiting.front().bytes; // pop_front releases them
     ++st.out_lines;
     st.waiting.pop_front();
     ++st.first_waiting;

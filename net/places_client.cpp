@@ -37,6 +37,50 @@ using strand_type = asio::strand<asio::io_context::executor_type>;
 
 constexpr std::uint64_t max_body_bytes = 4u * 1024u * 1024u;
 constexpr std::uint32_t max_header_bytes = 16u * 1024u;
+
+/// http::string_body for reading only, minus a pass over every body: its
+/// reader grows the string with zeros and then copies over them; this one
+/// appends (the space is reserved once from Content-Length).
+struct appending_string_body {
+  using value_type = std::string;
+
+  class reader {
+   public:
+    template<bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+
+    void init(const boost::optional<std::uint64_t>& length,
+              beast::error_code& ec) {
+      ec = {};
+      if (!length)
+        return;
+      if (*length > body_.max_size()) {
+        ec = http::error::buffer_overflow;
+        return;
+      }
+      body_.reserve(static_cast<std::size_t>(*length));
+    }
+
+    template<class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      ec = {};
+      std::size_t n = 0;
+      for (auto it = asio::buffer_sequence_begin(buffers);
+           it != asio::buffer_sequence_end(buffers); ++it) {
+        const asio::const_buffer b(*it);
+        body_.append(static_cast<const char*>(b.data()), b.size());
+        n += b.size();
+      }
+      return n;
+    }
+
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
+};
+
 /// Capacity of a connection's read buffer. Beast reads at most the free
 /// capacity (and at least 512 bytes) per call: a full page of results (about
 /// 37 KB) then takes one or two reads instead of some seventy.
@@ -513,7 +557,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   std::optional<tcp::resolver> resolver_;
   std::optional<asio::steady_timer> resolve_timer_;
   http::request<http::empty_body> req_;
-  std::optional<http::response_parser<http::string_body>> parser_;
+  std::optional<http::response_parser<appending_string_body>> parser_;
   places_client::callback done_;
   steady::time_point deadline_;
   const char* step_ = "write";
