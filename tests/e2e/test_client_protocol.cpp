@@ -4,6 +4,8 @@
 
 #include "harness.hpp"
 
+#include <csignal>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -246,6 +248,36 @@ TEST_CASE("CRLF line endings are accepted and the CR is not echoed") {
   CHECK(printable(c.read_line()) == printable("? BAD \n"));
   c.send("BA\rD\n");
   CHECK(printable(c.read_line()) == printable("? BA\rD\n"));
+}
+
+TEST_CASE("connections that all become readable at once are all answered") {
+  // The node is stopped (SIGSTOP) while 600 clients each send an IAMAT, so
+  // when it continues they are all ready together: more than its read
+  // reactor takes in one turn (four batches of 128 sockets).
+  one_node n;
+  const int count = 600;
+  std::vector<std::unique_ptr<client>> clients;
+  for (int i = 0; i < count; ++i)
+    clients.push_back(std::make_unique<client>(n.port()));
+  // A first round trip each: every connection is accepted, watched and
+  // read dry, so what comes next reaches it through the reactor.
+  for (auto& c : clients)
+    c->send(iamat(kiwi, ucla, old_time));
+  for (auto& c : clients)
+    check_at_reply(c->read_line(), "Alpha", kiwi, ucla, old_time);
+  const pid_t pid = n.h.at("Alpha").proc().pid();
+  REQUIRE(::kill(pid, SIGSTOP) == 0);
+  struct resume {
+    pid_t pid;
+    ~resume() { ::kill(pid, SIGCONT); }
+  } resume_node{pid};
+  for (int i = 0; i < count; ++i)
+    clients[static_cast<std::size_t>(i)]->send(
+        iamat("many-" + std::to_string(i) + ".example", ucla, old_time));
+  REQUIRE(::kill(pid, SIGCONT) == 0);
+  for (int i = 0; i < count; ++i)
+    check_at_reply(clients[static_cast<std::size_t>(i)]->read_line(), "Alpha",
+                   "many-" + std::to_string(i) + ".example", ucla, old_time);
 }
 
 TEST_CASE("a pipelined burst far over the pending-line limit and the read "
