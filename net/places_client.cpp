@@ -17,6 +17,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -283,12 +284,15 @@ class session : public std::enable_shared_from_this<session<Stream>> {
       : ex_(std::move(ex)), state_(std::move(state)), pool_(std::move(pool)),
         conn_(std::move(conn)), done_(std::move(done)), deadline_(deadline),
         reused_(conn_ != nullptr) {
-    req_.version(11);
-    req_.method(http::verb::get);
-    req_.target(target);
-    req_.set(http::field::host, state_->host_header);
-    req_.set(http::field::user_agent, user_agent);
-    req_.set(http::field::accept, "application/json");
+    // What http::request<empty_body> would serialize, formatted once: Beast's
+    // serializer walks a variant of buffer sequences per write, 1.5% of a
+    // WHATSAT's CPU for a request that is always this shape.
+    const std::string_view host = state_->host_header;
+    const std::string_view agent = user_agent;
+    request_.reserve(target.size() + host.size() + agent.size() + 80);
+    request_.append("GET ").append(target).append(" HTTP/1.1\r\nHost: ");
+    request_.append(host).append("\r\nUser-Agent: ").append(agent);
+    request_.append("\r\nAccept: application/json\r\n\r\n");
   }
 
   void start() {
@@ -432,7 +436,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     step_ = "write";
     if (!arm())
       return;
-    http::async_write(conn_->stream, req_,
+    asio::async_write(conn_->stream, asio::buffer(request_),
                       beast::bind_front_handler(&session::on_write, self()));
   }
 
@@ -556,7 +560,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   conn_ptr conn_;
   std::optional<tcp::resolver> resolver_;
   std::optional<asio::steady_timer> resolve_timer_;
-  http::request<http::empty_body> req_;
+  std::string request_; ///< the GET, headers and all
   std::optional<http::response_parser<appending_string_body>> parser_;
   places_client::callback done_;
   steady::time_point deadline_;
