@@ -77,6 +77,8 @@
 #   SERVERS ("node node-log node-iothread epoll asyncio")
 #   NODE_THREADS (1: the node gets one core, so one scheduler thread)
 #   NODE_SHARDS (unset: the config's registry_shards)
+#   NODE_PRELOAD (unset): a library the iamat, sweep and scaling nodes run
+#     with in LD_PRELOAD, such as another malloc (libtcmalloc_minimal.so.4)
 #   SWEEP_DEPTHS ("1 2 4 8 16 32"), SWEEP_SERVERS ("node epoll asyncio"),
 #   SWEEP_DURATION (3), SWEEP_WARMUP (1)
 #   WHATSAT_CONNECTIONS (32), STUB_RESULTS (20)
@@ -120,6 +122,8 @@ scaling_connections=${SCALING_CONNECTIONS:-$connections}
 scaling_node_cpus=${SCALING_NODE_CPUS:-}
 scaling_bench_cpus=${SCALING_BENCH_CPUS:-}
 bench_threads=${BENCH_THREADS:-1}
+node_env=()
+[[ -n ${NODE_PRELOAD:-} ]] && node_env=(env "LD_PRELOAD=$NODE_PRELOAD")
 memory_idle=${MEMORY_IDLE:-10000}
 memory_clients=${MEMORY_CLIENTS:-1000000}
 bench_cpu=${BENCH_CPU:-0}
@@ -328,7 +332,7 @@ start_server() {
     mkdir -p "$tmp/logs-$kind"
     node_config "$tmp/$kind.json" "$port" "$logs" "$metrics" -
     server_log=$tmp/logs-$kind/Clark.log
-    start_bg "$tmp/$kind.out" "${p[@]}" "$build/herd-node" Clark \
+    start_bg "$tmp/$kind.out" "${p[@]}" "${node_env[@]}" "$build/herd-node" Clark \
       --config "$tmp/$kind.json" --log-dir "$tmp/logs-$kind" \
       --threads "$node_threads" --io-threads "$io_threads"
     server_pid=$bg_pid
