@@ -78,11 +78,8 @@ void log_iamat(session_ptr self, std::string_view line, std::string_view at) {
   for (int spaces = 0; end < at.size(); ++end)
     if (at[end] == ' ' && ++spaces == 3)
       break;
-  std::string& tail = st.log_tail;
-  tail.assign(" out: ");
-  tail.append(at.substr(0, end));
-  tail.append(" ...");
-  st.msglog.add(log_time(st), st.msg_name, "in", line, tail);
+  st.msglog.add(log_time(st), st.msg_name, "in", line,
+                {" out: ", at.substr(0, end), " ..."});
 }
 
 /// A reply whose turn may not have come yet.

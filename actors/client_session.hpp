@@ -60,7 +60,6 @@ struct client_session_state {
   /// a peer has authenticated): the address is in the line that opened the
   /// connection, and repeating it cost an eighth of the log's bytes.
   std::string msg_name;
-  std::string log_tail; ///< scratch for the IAMAT log line's AT part
 
   slot_queue waiting;         ///< replies held back, oldest first
   uint64_t first_waiting = 0; ///< sequence number of waiting.front()

@@ -303,7 +303,7 @@ char* copy(char* out, std::string_view s) {
 
 void message_block::add(int64_t when_ns, std::string_view who,
                         std::string_view direction, std::string_view text,
-                        std::string_view tail) {
+                        std::initializer_list<std::string_view> tail) {
   int64_t second = when_ns / 1'000'000'000;
   if (second != stamp_second_) {
     time_t t = static_cast<time_t>(second);
@@ -320,17 +320,20 @@ void message_block::add(int64_t when_ns, std::string_view who,
     stamp_second_ = second;
   }
   // The exact length first (the scan also tells whether to escape), then
-  // one resize and straight copies: this runs twice per message.
+  // one grow and straight copies: this runs for every message logged.
   size_t escaped_size = text.size();
   const bool plain = is_plain(text);
   if (!plain)
     for (unsigned char c : text)
       if (!plain_bytes[c])
         escaped_size += c == '\\' ? 1 : 3;
+  size_t tail_size = 0;
+  for (std::string_view piece : tail)
+    tail_size += piece.size();
   constexpr std::string_view level = " info ";
   char* p =
       lines_.grow(stamp_.size() + 7 + zone_.size() + level.size() + who.size() +
-                  1 + direction.size() + 2 + escaped_size + tail.size() + 1);
+                  1 + direction.size() + 2 + escaped_size + tail_size + 1);
   p = copy(p, stamp_);
   *p++ = '.';
   auto micros = static_cast<uint32_t>((when_ns / 1000) % 1'000'000);
@@ -347,7 +350,8 @@ void message_block::add(int64_t when_ns, std::string_view who,
   *p++ = ':';
   *p++ = ' ';
   p = plain ? copy(p, text) : escape_into(p, text);
-  p = copy(p, tail);
+  for (std::string_view piece : tail)
+    p = copy(p, piece);
   *p = '\n';
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -105,10 +106,11 @@ class byte_buffer {
 class message_block {
  public:
   /// Adds one line, timestamped `when_ns` (CLOCK_REALTIME):
-  /// "<who> <direction>: <text, escaped><tail>". `tail` is the node's own
-  /// text and is written as it is.
+  /// "<who> <direction>: <text, escaped><tail...>". The pieces of `tail`
+  /// are the node's own text and are written as they are.
   void add(int64_t when_ns, std::string_view who, std::string_view direction,
-           std::string_view text, std::string_view tail = {});
+           std::string_view text,
+           std::initializer_list<std::string_view> tail = {});
   /// Hands what was added to the writer; cheap when nothing was.
   void flush();
 
