@@ -35,11 +35,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench/reply_check.hpp"
 #include "net/protocol.hpp"
 
 namespace {
 
 using std::string_view;
+using namespace herd::bench;
 
 constexpr const char* usage =
     R"(usage: herd-bench --target HOST:PORT [--target HOST:PORT ...] [options]
@@ -611,144 +613,6 @@ class catalog {
   size_t max_len_ = 0;
 };
 
-constexpr bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
-
-/// Checks "AT <server> <+|-><digits>.<9 digits> " and returns the offset of
-/// what follows it; 0 when the line does not start that way.
-size_t at_header(string_view line) {
-  size_t n = line.size();
-  if (n < 3 || std::memcmp(line.data(), "AT ", 3) != 0)
-    return 0;
-  size_t i = 3;
-  size_t start = i;
-  while (i < n && !herd::proto::is_space(static_cast<unsigned char>(line[i])))
-    ++i;
-  if (i == start || i >= n || line[i] != ' ')
-    return 0;
-  ++i;
-  if (i >= n || (line[i] != '+' && line[i] != '-'))
-    return 0;
-  ++i;
-  start = i;
-  while (i < n && is_digit(line[i]))
-    ++i;
-  if (i == start || i >= n || line[i] != '.')
-    return 0;
-  ++i;
-  for (int k = 0; k < 9; ++k, ++i)
-    if (i >= n || !is_digit(line[i]))
-      return 0;
-  if (i >= n || line[i] != ' ')
-    return 0;
-  return i + 1;
-}
-
-/// An IAMAT reply (no '\n'): "AT <server> <diff> " + echo + time, exactly.
-bool check_iamat_reply(string_view line, string_view echo, string_view time) {
-  size_t i = at_header(line);
-  if (i == 0)
-    return false;
-  string_view rest = line.substr(i);
-  return rest.size() == echo.size() + time.size() &&
-         std::memcmp(rest.data(), echo.data(), echo.size()) == 0 &&
-         std::memcmp(rest.data() + echo.size(), time.data(), time.size()) == 0;
-}
-
-/// The AT line of a WHATSAT reply: header, then echo, then a time token.
-bool check_whatsat_at(string_view line, string_view echo) {
-  size_t i = at_header(line);
-  if (i == 0)
-    return false;
-  string_view rest = line.substr(i);
-  if (rest.size() <= echo.size() ||
-      std::memcmp(rest.data(), echo.data(), echo.size()) != 0)
-    return false;
-  string_view t = rest.substr(echo.size());
-  size_t k = 0;
-  while (k < t.size() && is_digit(t[k]))
-    ++k;
-  if (k == 0)
-    return false;
-  if (k == t.size())
-    return true;
-  if (t[k] != '.' || k + 1 == t.size())
-    return false;
-  for (++k; k < t.size(); ++k)
-    if (!is_digit(t[k]))
-      return false;
-  return true;
-}
-
-/// A cheap structural check of the Places JSON: an object whose braces and
-/// brackets balance outside strings, nothing after it but white space, and
-/// a "status" key somewhere.
-bool check_json(string_view body) {
-  if (body.empty() || body[0] != '{')
-    return false;
-  char stack[256];
-  size_t depth = 0;
-  bool in_string = false, escaped = false, closed = false;
-  for (char c : body) {
-    if (closed) {
-      if (!herd::proto::is_space(static_cast<unsigned char>(c)))
-        return false;
-      continue;
-    }
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-      continue;
-    }
-    switch (c) {
-    case '"':
-      in_string = true;
-      break;
-    case '{':
-    case '[':
-      if (depth == sizeof stack)
-        return false;
-      stack[depth++] = c == '{' ? '}' : ']';
-      break;
-    case '}':
-    case ']':
-      if (depth == 0 || stack[depth - 1] != c)
-        return false;
-      if (--depth == 0)
-        closed = true;
-      break;
-    default:
-      break;
-    }
-  }
-  return closed && body.find("\"status\"") != string_view::npos;
-}
-
-/// Finds the end of the reply that starts at `s` (`avail` bytes): a single
-/// line, or for an AT line followed by JSON (`multi`), everything up to and
-/// including the empty line. Returns 0 when incomplete; `first_line` gets
-/// the length of the first line without its '\n'.
-size_t reply_length(const char* s, size_t avail, bool multi,
-                    size_t* first_line = nullptr) {
-  const void* nl = std::memchr(s, '\n', avail);
-  if (nl == nullptr)
-    return 0;
-  auto line = static_cast<size_t>(static_cast<const char*>(nl) - s);
-  if (first_line != nullptr)
-    *first_line = line;
-  if (!multi || line < 3 || std::memcmp(s, "AT ", 3) != 0)
-    return line + 1;
-  const void* end = memmem(s + line, avail - line, "\n\n", 2);
-  if (end == nullptr)
-    return 0;
-  return static_cast<size_t>(static_cast<const char*>(end) - s) + 2;
-}
-
 struct xorshift {
   uint64_t s;
   explicit xorshift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ULL + 1) {
@@ -797,6 +661,7 @@ struct conn {
   bool out_armed = false;
   std::vector<char> rbuf;
   size_t rlen = 0;
+  size_t scanned = 0; ///< of the incomplete reply at rbuf[0], see reply_length
   std::vector<char> wbuf;
   size_t wpos = 0, wlen = 0;
   std::vector<pending> fifo; ///< ring of requests awaiting replies
@@ -1172,9 +1037,10 @@ class worker {
       pending& e = c.fifo[c.head];
       bool multi = opt_.validate && e.kind == kind_whatsat;
       size_t line_len = 0;
-      size_t used = reply_length(s, avail, multi, &line_len);
+      size_t used = reply_length(s, avail, multi, &line_len, &c.scanned);
       if (used == 0)
         break;
+      c.scanned = 0;
       bool ok = true;
       if (opt_.validate) {
         string_view line(s, line_len);
