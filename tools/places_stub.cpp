@@ -458,10 +458,27 @@ void write_place(json_writer& j, const search_key& k, std::size_t index,
 
 // -- answering a request (pure: no sockets) -----------------------------------
 
+// A reply body, shared: a cached page is written from the cache itself,
+// not copied per request.
+class shared_text {
+ public:
+  shared_text() = default;
+  shared_text(std::string s) // NOLINT: implicit, like the string it holds
+      : text_(std::make_shared<const std::string>(std::move(s))) {}
+  shared_text(const char* s) : shared_text(std::string(s)) {} // NOLINT
+  std::string_view view() const {
+    return text_ ? std::string_view(*text_) : std::string_view();
+  }
+  std::size_t size() const { return view().size(); }
+
+ private:
+  std::shared_ptr<const std::string> text_;
+};
+
 struct reply {
   unsigned http_status;
   std::string_view content_type;
-  std::string body;
+  shared_text body;
   std::string places_status = {}; // for the log; empty if not a Places body
   std::size_t results = 0;
 };
@@ -551,7 +568,7 @@ class page_cache {
   static constexpr std::size_t max_pages = 4096;
   std::mutex mtx_;
   std::map<std::tuple<std::int32_t, std::int32_t, std::uint32_t, int>, reply>
-    pages_;
+      pages_;
 };
 
 page_cache& pages() {
@@ -800,7 +817,8 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     response_.set(http::field::content_type, r.content_type);
     if (r.http_status == 405)
       response_.set(http::field::allow, "GET");
-    response_.body() = std::move(r.body);
+    current_ = std::move(r.body); // kept until the write is done
+    response_.body() = {current_.view().data(), current_.size()};
     response_.keep_alive(keep_alive);
     response_.prepare_payload();
     if (r.http_status == 204) // a 204 carries no Content-Length at all
@@ -838,7 +856,8 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> request_;
-  http::response<http::string_body> response_;
+  shared_text current_;
+  http::response<http::span_body<const char>> response_;
 };
 
 // -- accepting connections ----------------------------------------------------
