@@ -81,7 +81,8 @@
 #     with in LD_PRELOAD, such as another malloc (libtcmalloc_minimal.so.4)
 #   SWEEP_DEPTHS ("1 2 4 8 16 32"), SWEEP_SERVERS ("node epoll asyncio"),
 #   SWEEP_DURATION (3), SWEEP_WARMUP (1)
-#   WHATSAT_CONNECTIONS (32), STUB_RESULTS (20)
+#   WHATSAT_CONNECTIONS (32), STUB_RESULTS (20), STUB_THREADS (1): the
+#     stand-in's I/O threads (it runs with herd-bench, on BENCH_CPU)
 #   FLOOD_RATE (20000), FLOOD_SAMPLES (200), FLOOD_INTERVAL_MS (20),
 #   FLOOD_ORIGIN (Clark), FLOOD_CONNECTIONS (20), FLOOD_NODE_THREADS (1)
 #   SCALING_THREADS ("1 2 4"), SCALING_CONNECTIONS (CONNECTIONS),
@@ -111,6 +112,7 @@ sweep_duration=${SWEEP_DURATION:-3}
 sweep_warmup=${SWEEP_WARMUP:-1}
 whatsat_connections=${WHATSAT_CONNECTIONS:-32}
 stub_results=${STUB_RESULTS:-20}
+stub_threads=${STUB_THREADS:-1}
 flood_rate=${FLOOD_RATE:-20000}
 flood_samples=${FLOOD_SAMPLES:-200}
 flood_interval=${FLOOD_INTERVAL_MS:-20}
@@ -508,7 +510,8 @@ if want whatsat; then
   stub_url_path=/maps/api/place/nearbysearch/json
   rm -f "$tmp/stub.port"
   start_bg "$tmp/stub.out" "${bpin[@]}" "$build/places-stub" --port 0 \
-    --port-file "$tmp/stub.port" --results "$stub_results"
+    --port-file "$tmp/stub.port" --results "$stub_results" \
+    --threads "$stub_threads"
   stub_pid=$bg_pid
   for _ in $(seq 200); do [[ -s $tmp/stub.port ]] && break; sleep 0.05; done
   [[ -s $tmp/stub.port ]] || { echo "bench: places-stub did not start:" >&2; cat "$tmp/stub.out" >&2; exit 1; }
@@ -529,6 +532,7 @@ if want whatsat; then
   before=$(cpu_ticks "$server_pid")
   "${bpin[@]}" "$build/herd-bench" --target "127.0.0.1:$port" \
     --connections "$whatsat_connections" --mix iamat=0,whatsat=1 --bound 5 \
+    --threads "$bench_threads" \
     --duration "$duration" --warmup "$warmup" >"$tmp/out" 2>"$tmp/err" || rc=$?
   after=$(cpu_ticks "$server_pid")
   stop_server_now
