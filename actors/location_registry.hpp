@@ -5,8 +5,9 @@
 
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
+
+#include <boost/unordered/unordered_flat_map.hpp>
 
 #include "actors/interfaces.hpp"
 
@@ -19,7 +20,11 @@ struct location_registry_state {
     std::string at_line;
   };
 
-  std::unordered_map<std::string, record> clients;
+  /// Open addressing with power-of-two tables: a store is one probe of a
+  /// metadata group, not a walk of a bucket's nodes with a division per
+  /// node. Records move when the table grows: hold no pointer across a
+  /// store.
+  boost::unordered_flat_map<std::string, record> clients;
   /// XOR of peer::record_hash over the records of each bucket.
   std::vector<uint64_t> digests;
   std::vector<std::pair<std::string, peer_link_actor>> links;
