@@ -29,7 +29,51 @@ void flush_updates(session_ptr self) {
     self->send(st.node->registry_shards[i], update_atom::value, st.peer_name,
                std::move(st.updates[i]));
     st.updates[i] = {};
+    st.fed_shards |= uint64_t{1} << std::min<size_t>(i, 63);
   }
+}
+
+void flush_output(session_ptr self);
+void maybe_finish(session_ptr self);
+
+/// When a shard this session fed is behind (see registry_backlog), holds
+/// the ready replies until the shard has handled everything sent so far.
+/// Returns true when they are held.
+bool hold_for_registry(session_ptr self) {
+  auto& st = self->state;
+  if (st.drains_pending > 0)
+    return true;
+  if (st.fed_shards == 0)
+    return false;
+  auto& backlogs = st.node->registry_backlogs;
+  for (size_t i = 0; i < backlogs.size(); ++i) {
+    if ((st.fed_shards & (uint64_t{1} << std::min<size_t>(i, 63))) == 0 ||
+        !backlogs[i]->busy.load(std::memory_order_relaxed))
+      continue;
+    ++st.drains_pending;
+    // The answer covers every update sent so far; later ones set the bit
+    // again.
+    st.fed_shards &= ~(uint64_t{1} << std::min<size_t>(i, 63));
+    self->request(st.node->registry_shards[i], caf::infinite, drain_atom::value)
+        .then(
+            [self](uint64_t) {
+              if (--self->state.drains_pending == 0) {
+                flush_output(self);
+                maybe_finish(self);
+              }
+            },
+            [self](caf::error&) {
+              // The registry is gone (shutdown): nothing to wait for.
+              if (--self->state.drains_pending == 0) {
+                flush_output(self);
+                maybe_finish(self);
+              }
+            });
+  }
+  if (st.drains_pending == 0)
+    return false;
+  metrics::add(metrics::counter::updates_held);
+  return true;
 }
 
 /// Writes every reply that is ready, in order, in one send.
@@ -39,6 +83,9 @@ void flush_output(session_ptr self) {
   st.msglog.flush();
   if (st.out.empty() && st.out_lines == 0)
     return;
+  if (hold_for_registry(self))
+    return;
+  st.fed_shards = 0;
   st.conn->send(std::move(st.out), st.out_lines);
   st.out = {};
   st.out_lines = 0;
@@ -102,7 +149,7 @@ uint64_t reserve_slot(session_ptr self) {
 
 void maybe_finish(session_ptr self) {
   auto& st = self->state;
-  if (st.eof && st.waiting.empty()) {
+  if (st.eof && st.waiting.empty() && st.drains_pending == 0) {
     flush_output(self);
     st.conn->finish();
   }

@@ -68,6 +68,12 @@ struct client_session_state {
   /// Updates not yet sent to the registry, per shard. Sent before any
   /// reply that acknowledges them is written, and before any lookup.
   std::vector<std::vector<location_update>> updates;
+  /// Shards sent updates since `out` was last written (a bit per shard,
+  /// the first 64; the rest share the last bit).
+  uint64_t fed_shards = 0;
+  /// Drain requests not yet answered: while any is, `out` is held (a busy
+  /// registry shard is catching up with this session's updates).
+  uint32_t drains_pending = 0;
   bool eof = false;
   size_t batch_lines = 0;    ///< lines in the batch being handled
   int64_t batch_time = 0;    ///< its receive time; 0 outside a batch

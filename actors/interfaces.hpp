@@ -46,6 +46,10 @@ using location_registry_actor = caf::typed_actor<
     caf::replies_to<lookup_atom, std::string>::with<lookup_result>,
     // Number of clients stored (tests and metrics).
     caf::replies_to<size_atom>::with<uint64_t>,
+    // Answered once everything queued before it is handled: a session that
+    // holds its replies while the registry is behind waits for this. The
+    // answer is the mailbox size then.
+    caf::replies_to<drain_atom>::with<uint64_t>,
     // The neighbours to flood newer updates to, by name.
     caf::reacts_to<peers_atom, std::vector<std::string>,
                    std::vector<peer_link_actor>>,

@@ -27,17 +27,31 @@ auto location_registry_state::store(location_update& u) -> const record* {
   return &rec;
 }
 
+void location_registry_state::note_mailbox(size_t waiting) {
+  if (!backlog || backlog->limit == 0)
+    return;
+  bool busy = backlog->busy.load(std::memory_order_relaxed);
+  if (!busy && waiting > backlog->limit)
+    backlog->busy.store(true, std::memory_order_relaxed);
+  else if (busy && waiting <= backlog->limit / 2)
+    backlog->busy.store(false, std::memory_order_relaxed);
+}
+
 location_registry_actor::behavior_type location_registry(
-    location_registry_actor::stateful_pointer<location_registry_state> self) {
+    location_registry_actor::stateful_pointer<location_registry_state> self,
+    std::shared_ptr<registry_backlog> backlog) {
+  self->state.backlog = std::move(backlog);
   metrics::actor_spawned(metrics::actor_kind::location_registry);
   self->attach_functor(
       [] { metrics::actor_quit(metrics::actor_kind::location_registry); });
   return {
       [self](update_atom, const std::string& origin,
              std::vector<location_update>& updates) {
+        auto waiting = self->mailbox().size();
         metrics::handler_scope scope(metrics::actor_kind::location_registry,
-                                     self->mailbox().size());
+                                     waiting);
         auto& st = self->state;
+        st.note_mailbox(waiting);
         uint64_t stored = 0;
         std::vector<std::string> newer;
         for (auto& u : updates) {
@@ -67,8 +81,10 @@ location_registry_actor::behavior_type location_registry(
             self->send(link, flood_atom::value, newer);
       },
       [self](lookup_atom, const std::string& client_id) -> lookup_result {
+        auto waiting = self->mailbox().size();
         metrics::handler_scope scope(metrics::actor_kind::location_registry,
-                                     self->mailbox().size());
+                                     waiting);
+        self->state.note_mailbox(waiting);
         lookup_result result;
         auto it = self->state.clients.find(client_id);
         if (it == self->state.clients.end())
@@ -83,6 +99,11 @@ location_registry_actor::behavior_type location_registry(
         return result;
       },
       [self](size_atom) -> uint64_t { return self->state.clients.size(); },
+      [self](drain_atom) -> uint64_t {
+        auto waiting = self->mailbox().size();
+        self->state.note_mailbox(waiting);
+        return waiting;
+      },
       [self](peers_atom, std::vector<std::string>& names,
              std::vector<peer_link_actor>& links) {
         auto& st = self->state;

@@ -3,7 +3,9 @@
 // and the keeper of the catch-up digests.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,19 @@
 #include "actors/interfaces.hpp"
 
 namespace herd {
+
+/// A registry shard's backlog, as the sessions see it. The shard sets `busy`
+/// while more than `limit` messages wait in its mailbox and clears it below
+/// half of that; it writes the flag only when it changes, so reading it on
+/// every batch is cheap. A session that hands the shard updates while it is
+/// busy holds its replies (and so, past max_pending_lines, stops reading)
+/// until the shard has handled them: the backlog stays bounded however fast
+/// clients send.
+struct registry_backlog {
+  explicit registry_backlog(uint32_t max_waiting) : limit(max_waiting) {}
+  const uint32_t limit; ///< 0: never busy
+  std::atomic<bool> busy{false};
+};
 
 struct location_registry_state {
   struct record {
@@ -28,8 +43,12 @@ struct location_registry_state {
   /// XOR of peer::record_hash over the records of each bucket.
   std::vector<uint64_t> digests;
   std::vector<std::pair<std::string, peer_link_actor>> links;
+  std::shared_ptr<registry_backlog> backlog; ///< may be null (tests)
 
   location_registry_state();
+
+  /// Updates `backlog` from the number of messages waiting.
+  void note_mailbox(size_t waiting);
 
   /// Stores `u` if it is strictly newer than what is held; returns the
   /// stored record, or nullptr when `u` was stale.
@@ -39,6 +58,7 @@ struct location_registry_state {
 };
 
 location_registry_actor::behavior_type location_registry(
-    location_registry_actor::stateful_pointer<location_registry_state> self);
+    location_registry_actor::stateful_pointer<location_registry_state> self,
+    std::shared_ptr<registry_backlog> backlog);
 
 } // namespace herd

@@ -54,9 +54,10 @@ std::string format_metrics(const std::string& server,
   fmt::format_to(it, R"("in_per_s":{:.0f},)",
                  interval_s > 0 ? static_cast<double>(in_delta) / interval_s
                                 : 0.0);
-  fmt::format_to(it, R"("updates":{{"stored":{},"stale":{}}},"peers":{{)",
-                 now.get(counter::updates_stored),
-                 now.get(counter::updates_stale));
+  fmt::format_to(
+      it, R"("updates":{{"stored":{},"stale":{},"held":{}}},"peers":{{)",
+      now.get(counter::updates_stored), now.get(counter::updates_stale),
+      now.get(counter::updates_held));
   for (size_t i = 0; i < peer_names.size() && i < metrics::max_peers; ++i) {
     auto& p = now.peers[i];
     fmt::format_to(

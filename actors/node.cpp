@@ -101,8 +101,12 @@ int run_node(const node_options& opts) {
   ctx->peer_secret = std::move(secret);
   ctx->neighbours = cfg.neighbours(opts.name);
   ctx->io = &pool;
-  for (uint32_t i = 0; i < cfg.registry_shards; ++i)
-    ctx->registry_shards.push_back(sys.spawn(location_registry));
+  for (uint32_t i = 0; i < cfg.registry_shards; ++i) {
+    ctx->registry_backlogs.push_back(
+        std::make_shared<registry_backlog>(cfg.limits.max_registry_backlog));
+    ctx->registry_shards.push_back(
+        sys.spawn(location_registry, ctx->registry_backlogs.back()));
+  }
 
   net::places_settings places;
   places.endpoint = cfg.places.endpoint;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "actors/interfaces.hpp"
+#include "actors/location_registry.hpp"
 #include "net/places_client.hpp"
 #include "net/tcp_server.hpp"
 
@@ -17,6 +18,8 @@ namespace herd {
 struct node_context {
   std::string server_name;
   std::vector<location_registry_actor> registry_shards;
+  /// Each shard's backlog flag, by shard index.
+  std::vector<std::shared_ptr<registry_backlog>> registry_backlogs;
   std::shared_ptr<net::places_client> places;
   bool log_messages = true;
   /// The herd's shared secret; empty when peers are unauthenticated. Never

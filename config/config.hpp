@@ -34,6 +34,10 @@ struct limits_config {
   /// Unwritten bytes to one neighbour before its link is dropped (and the
   /// neighbour caught up later).
   uint32_t max_peer_output_bytes = 64u << 20;
+  /// Messages waiting in a registry shard's mailbox above which the
+  /// sessions that send it updates hold their replies until it has caught
+  /// up (0: no bound).
+  uint32_t max_registry_backlog = 10000;
 };
 
 /// The optional admin HTTP endpoint (GET /metrics, GET /healthz). Off unless

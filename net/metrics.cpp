@@ -53,6 +53,8 @@ const char* to_string(counter c) {
     return "updates_stored";
   case counter::updates_stale:
     return "updates_stale";
+  case counter::updates_held:
+    return "updates_held";
   case counter::places_calls:
     return "places_calls";
   case counter::places_errors:

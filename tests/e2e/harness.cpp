@@ -468,6 +468,8 @@ std::string config_json(const config_spec& spec) {
       limits["max_output_bytes"] = *l.max_output_bytes;
     if (l.max_connections)
       limits["max_connections"] = *l.max_connections;
+    if (l.max_registry_backlog)
+      limits["max_registry_backlog"] = *l.max_registry_backlog;
     root["limits"] = std::move(limits);
   }
   for (auto& kv : spec.extra)

@@ -167,6 +167,7 @@ struct limits_spec {
   std::optional<unsigned> max_pending_lines;
   std::optional<unsigned> max_output_bytes;
   std::optional<unsigned> max_connections;
+  std::optional<unsigned> max_registry_backlog;
 };
 
 /// A herd config; unset keys are left out of the file. Servers listen on

@@ -161,6 +161,46 @@ TEST_CASE("herd-bench counts a node's IAMAT and WHATSAT replies as valid") {
   CHECK(r.result.at("total_requests").as_int64() == 400);
 }
 
+TEST_CASE("a registry that falls behind holds its senders' replies, and every "
+          "reply still comes, right and in order") {
+  temp_dir dir;
+  stub_options so;
+  so.results = 20;
+  places_stub stub(dir, so);
+  auto spec = single_node_config(stub.endpoint());
+  // Busy as soon as more than one message waits: the hold is taken all the
+  // time under a pipelined load.
+  limits_spec limits;
+  limits.max_registry_backlog = 1;
+  spec.limits = limits;
+  spec.threads = 2;
+  auto admin_port = free_port();
+  spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+  herd h(dir, spec);
+  h.start("Alpha");
+  REQUIRE(wait_listening(admin_port, default_wait, &h.at("Alpha").proc()));
+
+  auto r = run_bench(dir, h.port("Alpha"),
+                     {"--connections", "32", "--depth", "16", "--clients",
+                      "200", "--mix", "iamat=4,whatsat=1", "--warmup", "0",
+                      "--duration", "10", "--max-requests", "40000"});
+  INFO(describe(r.status) << "\nstdout:\n" << r.out << "\nstderr:\n" << r.err);
+  REQUIRE(r.status.exited);
+  CHECK(r.status.code == 0);
+  REQUIRE_FALSE(r.result.empty());
+  CHECK(r.result.at("errors").as_int64() == 0);
+  CHECK(r.result.at("total_requests").as_int64() == 40000);
+
+  int status = 0;
+  auto metrics = http_get(admin_port, "/metrics", status);
+  REQUIRE(status == 200);
+  auto at = metrics.find("herd_updates_held_total{");
+  REQUIRE(at != std::string::npos);
+  auto value = metrics.substr(metrics.find("} ", at) + 2);
+  INFO("metrics:\n" << metrics);
+  CHECK(std::stoull(value) > 0); // the hold was taken
+}
+
 TEST_CASE("herd-bench refuses a WHATSAT reply whose JSON is broken") {
   temp_dir dir;
   // The fake's framing is right: with a sound body the run is clean...

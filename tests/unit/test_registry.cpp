@@ -26,7 +26,8 @@ struct fixture {
   caf::actor_system sys{cfg};
   caf::scheduler::test_coordinator& sched =
       dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
-  location_registry_actor registry = sys.spawn(location_registry);
+  location_registry_actor registry =
+      sys.spawn(location_registry, std::shared_ptr<registry_backlog>());
   caf::scoped_actor self{sys};
 
   ~fixture() {
@@ -121,11 +122,51 @@ TEST_CASE("registry shards are chosen by client ID alone") {
   sys.await_actors_before_shutdown(false);
   node_context ctx;
   for (int i = 0; i < 4; ++i)
-    ctx.registry_shards.push_back(sys.spawn(location_registry));
+    ctx.registry_shards.push_back(
+        sys.spawn(location_registry, std::shared_ptr<registry_backlog>()));
   for (auto id : {"kiwi", "apple", "\xF0\x9F\xA5\x9D", "x"}) {
     auto a = ctx.shard_index(id);
     CHECK(a < 4);
     CHECK(ctx.shard_index(std::string(id)) == a);
     CHECK(ctx.shard_for(id) == ctx.registry_shards[a]);
   }
+}
+
+TEST_CASE("a registry is busy while more than its limit waits, until half of "
+          "it is left, and a drain is answered after what came before") {
+  test_config cfg;
+  caf::actor_system sys{cfg};
+  auto& sched =
+      dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  auto backlog = std::make_shared<registry_backlog>(10);
+  auto registry = sys.spawn(location_registry, backlog);
+  caf::scoped_actor self{sys};
+  auto send = [&](int i) {
+    std::vector<location_update> one{{"c" + std::to_string(i), i + 1,
+                                      "AT x +0.1 c +1+2 " + std::to_string(i)}};
+    self->send(registry, update_atom::value, std::string(), std::move(one));
+  };
+  // 20 updates and a drain; a handler sees the messages behind its own.
+  for (int i = 0; i < 20; ++i)
+    send(i);
+  self->send(registry, drain_atom::value);
+  CHECK_FALSE(backlog->busy.load());
+  sched.run_once(); // 20 wait: busy
+  CHECK(backlog->busy.load());
+  for (int i = 0; i < 14; ++i)
+    sched.run_once(); // 6 wait: more than half the limit
+  CHECK(backlog->busy.load());
+  sched.run_once(); // 5 wait: half of it
+  CHECK_FALSE(backlog->busy.load());
+  sched.run();
+  uint64_t waiting = 99;
+  self->receive([&](uint64_t x) { waiting = x; });
+  CHECK(waiting == 0); // the drain came last
+  self->send(registry, size_atom::value);
+  sched.run();
+  uint64_t stored = 0;
+  self->receive([&](uint64_t x) { stored = x; });
+  CHECK(stored == 20);
+  caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+  sched.run();
 }
