@@ -77,6 +77,7 @@
 #   SERVERS ("node node-log node-iothread epoll asyncio")
 #   NODE_THREADS (1: the node gets one core, so one scheduler thread)
 #   NODE_SHARDS (unset: the config's registry_shards)
+#   NODE_REGISTRY_BACKLOG (unset: the config's limits.max_registry_backlog)
 #   NODE_PRELOAD (unset): a library the iamat, sweep and scaling nodes run
 #     with in LD_PRELOAD, such as another malloc (libtcmalloc_minimal.so.4)
 #   SWEEP_DEPTHS ("1 2 4 8 16 32"), SWEEP_SERVERS ("node epoll asyncio"),
@@ -283,6 +284,9 @@ else:
 cfg["log_messages"] = log == "true"
 if os.environ.get("NODE_SHARDS"):
     cfg["registry_shards"] = int(os.environ["NODE_SHARDS"])
+if os.environ.get("NODE_REGISTRY_BACKLOG"):
+    cfg.setdefault("limits", {})["max_registry_backlog"] = int(
+        os.environ["NODE_REGISTRY_BACKLOG"])
 cfg["metrics_interval_s"] = int(metrics)
 if endpoint != "-":
     cfg.setdefault("places", {})["endpoint"] = endpoint
