@@ -37,7 +37,7 @@ struct limits_config {
   /// Messages waiting in a registry shard's mailbox above which the
   /// sessions that send it updates hold their replies until it has caught
   /// up (0: no bound).
-  uint32_t max_registry_backlog = 10000;
+  uint32_t max_registry_backlog = 2000;
 };
 
 /// The optional admin HTTP endpoint (GET /metrics, GET /healthz). Off unless
