@@ -1,5 +1,7 @@
 #include "actors/client_session.hpp"
 
+#include <algorithm>
+
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -29,7 +31,10 @@ void flush_updates(session_ptr self) {
     self->send(st.node->registry_shards[i], update_atom::value, st.peer_name,
                std::move(st.updates[i]));
     st.updates[i] = {};
-    st.fed_shards |= uint64_t{1} << std::min<size_t>(i, 63);
+    if (st.fed_shards.empty())
+      st.fed_shards.resize(st.updates.size());
+    st.fed_shards[i] = true;
+    st.fed_any = true;
   }
 }
 
@@ -43,17 +48,16 @@ bool hold_for_registry(session_ptr self) {
   auto& st = self->state;
   if (st.drains_pending > 0)
     return true;
-  if (st.fed_shards == 0)
+  if (!st.fed_any)
     return false;
   auto& backlogs = st.node->registry_backlogs;
-  for (size_t i = 0; i < backlogs.size(); ++i) {
-    if ((st.fed_shards & (uint64_t{1} << std::min<size_t>(i, 63))) == 0 ||
-        !backlogs[i]->busy.load(std::memory_order_relaxed))
+  for (size_t i = 0; i < backlogs.size() && i < st.fed_shards.size(); ++i) {
+    if (!st.fed_shards[i] || !backlogs[i]->busy.load(std::memory_order_relaxed))
       continue;
     ++st.drains_pending;
     // The answer covers every update sent so far; later ones set the bit
     // again.
-    st.fed_shards &= ~(uint64_t{1} << std::min<size_t>(i, 63));
+    st.fed_shards[i] = false;
     self->request(st.node->registry_shards[i], caf::infinite, drain_atom::value)
         .then(
             [self](uint64_t) {
@@ -70,6 +74,8 @@ bool hold_for_registry(session_ptr self) {
               }
             });
   }
+  st.fed_any = std::find(st.fed_shards.begin(), st.fed_shards.end(), true) !=
+               st.fed_shards.end();
   if (st.drains_pending == 0)
     return false;
   metrics::add(metrics::counter::updates_held);
@@ -85,7 +91,12 @@ void flush_output(session_ptr self) {
     return;
   if (hold_for_registry(self))
     return;
-  st.fed_shards = 0;
+  // Replies still waiting (a WHATSAT's, and what follows it) acknowledge
+  // updates too: forget the shards only when nothing is left to write.
+  if (st.waiting.empty() && st.fed_any) {
+    std::fill(st.fed_shards.begin(), st.fed_shards.end(), false);
+    st.fed_any = false;
+  }
   st.conn->send(std::move(st.out), st.out_lines);
   st.out = {};
   st.out_lines = 0;
@@ -151,6 +162,8 @@ void maybe_finish(session_ptr self) {
   auto& st = self->state;
   if (st.eof && st.waiting.empty() && st.drains_pending == 0) {
     flush_output(self);
+    if (st.drains_pending > 0)
+      return; // held: the drain's answer comes back here
     st.conn->finish();
   }
 }

@@ -68,9 +68,10 @@ struct client_session_state {
   /// Updates not yet sent to the registry, per shard. Sent before any
   /// reply that acknowledges them is written, and before any lookup.
   std::vector<std::vector<location_update>> updates;
-  /// Shards sent updates since `out` was last written (a bit per shard,
-  /// the first 64; the rest share the last bit).
-  uint64_t fed_shards = 0;
+  /// Shards sent updates that the replies not yet written acknowledge, by
+  /// shard index (sized on first use); `fed_any`: any of them.
+  std::vector<bool> fed_shards;
+  bool fed_any = false;
   /// Drain requests not yet answered: while any is, `out` is held (a busy
   /// registry shard is catching up with this session's updates).
   uint32_t drains_pending = 0;

@@ -98,7 +98,10 @@ location_registry_actor::behavior_type location_registry(
         result.longitude = std::string(parsed.at.where.longitude);
         return result;
       },
-      [self](size_atom) -> uint64_t { return self->state.clients.size(); },
+      [self](size_atom) -> uint64_t {
+        self->state.note_mailbox(self->mailbox().size());
+        return self->state.clients.size();
+      },
       [self](drain_atom) -> uint64_t {
         auto waiting = self->mailbox().size();
         self->state.note_mailbox(waiting);
@@ -107,15 +110,18 @@ location_registry_actor::behavior_type location_registry(
       [self](peers_atom, std::vector<std::string>& names,
              std::vector<peer_link_actor>& links) {
         auto& st = self->state;
+        st.note_mailbox(self->mailbox().size());
         st.links.clear();
         for (size_t i = 0; i < names.size() && i < links.size(); ++i)
           st.links.emplace_back(std::move(names[i]), std::move(links[i]));
       },
       [self](digest_atom) -> std::vector<uint64_t> {
+        self->state.note_mailbox(self->mailbox().size());
         return self->state.digests;
       },
       [self](records_atom, uint32_t buckets,
              const std::vector<uint32_t>& wanted) -> std::vector<std::string> {
+        self->state.note_mailbox(self->mailbox().size());
         std::vector<bool> want(buckets, false);
         for (auto b : wanted)
           if (b < buckets)

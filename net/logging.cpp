@@ -66,13 +66,15 @@ class file_writer {
   /// (a depth-16 batch of lines is about 2 KiB), 16 MiB at most in all.
   static constexpr size_t max_spares = 4096;
   static constexpr size_t max_spare_capacity = 4 * 1024;
-  /// Drop-behind: every `drop_chunk` bytes written, their write-out to disk
-  /// starts, and what was written more than a chunk before that leaves the
-  /// page cache once it is on disk. At full rate the message log is over
-  /// 100 MB/s that nobody reads back from memory: kept, it would evict the
-  /// machine's useful cache, and every new page costs the writer a page
-  /// allocation (on a virtual machine, often a fault in the host as well).
+  /// Drop-behind: once `drop_chunk` bytes are written, their write-out to
+  /// disk starts, and they leave the page cache when the next chunk starts
+  /// or `drop_delay` later, whichever comes first. At full rate the message
+  /// log is over 100 MB/s that nobody reads back from memory: kept, it
+  /// would evict the machine's useful cache, and every new page costs the
+  /// writer a page allocation (on a virtual machine, often a fault in the
+  /// host as well).
   static constexpr off_t drop_chunk = 8 << 20;
+  static constexpr auto drop_delay = std::chrono::milliseconds(100);
 
   explicit file_writer(const std::string& path)
       : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
@@ -82,7 +84,7 @@ class file_writer {
                                std::strerror(errno));
     // Appending: the file's present end is where this writer starts.
     if (off_t end = ::lseek(fd_, 0, SEEK_END); end > 0)
-      written_ = started_ = dropped_ = end;
+      started_ = dropped_ = end;
     // Never joined: the writer lives as long as the process.
     std::thread([this] {
       set_thread_name("herd.log");
@@ -157,8 +159,11 @@ class file_writer {
                        [&] { return urgent_ || pending_bytes_ >= wake_bytes; });
         urgent_ = false;
       }
-      std::lock_guard<std::mutex> writing(write_mtx_);
-      write_pending();
+      {
+        std::lock_guard<std::mutex> writing(write_mtx_);
+        write_pending();
+      }
+      drop_behind();
     }
   }
 
@@ -173,7 +178,6 @@ class file_writer {
     }
     space_.notify_all();
     write_all(chunks_);
-    drop_behind();
     std::lock_guard<std::mutex> lock(mtx_);
     for (auto& b : chunks_) {
       if (spares_.size() < max_spares && b.capacity() <= max_spare_capacity) {
@@ -201,7 +205,6 @@ class file_writer {
         continue;
       if (n <= 0)
         return; // a full disk: lose the rest of these, not stall the node
-      written_ += static_cast<off_t>(n);
       auto left = static_cast<size_t>(n);
       while (next < chunks.size() && left >= chunks[next].size() - offset) {
         left -= chunks[next].size() - offset;
@@ -212,35 +215,51 @@ class file_writer {
     }
   }
 
-  /// Under `write_mtx_`: see drop_chunk. Errors are ignored: at worst the
-  /// pages stay cached, as they would without this.
+  /// On the writer's thread only, outside every lock (a thread that logs
+  /// an error and flushes never waits for the disk here): see drop_chunk.
+  /// Errors are ignored: at worst the pages stay cached, as they would
+  /// without this.
   void drop_behind() {
 #if defined(__linux__)
-    if (written_ - started_ < drop_chunk)
+    // The end of the file (with O_APPEND, where the last write ended): true
+    // also when another process appends, or the file was truncated under
+    // us (a rotation by copy and truncate).
+    const off_t end_now = ::lseek(fd_, 0, SEEK_CUR);
+    if (end_now < 0)
       return;
-    ::sync_file_range(fd_, started_, written_ - started_,
-                      SYNC_FILE_RANGE_WRITE);
-    started_ = written_;
-    if (started_ - dropped_ < 2 * drop_chunk)
-      return;
-    // Started a chunk ago or more: usually on disk already, so the wait is
-    // short; it bounds the cached log to about three chunks.
-    off_t end = started_ - drop_chunk;
-    ::sync_file_range(fd_, dropped_, end - dropped_,
-                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                          SYNC_FILE_RANGE_WAIT_AFTER);
-    // From a chunk before: a large folio across the last range's end was
-    // kept whole then, and is inside this range now.
-    off_t from = std::max<off_t>(0, dropped_ - drop_chunk);
-    ::posix_fadvise(fd_, from, end - from, POSIX_FADV_DONTNEED);
-    dropped_ = end;
+    if (end_now < dropped_)
+      started_ = dropped_ = end_now;
+    const auto now = std::chrono::steady_clock::now();
+    const bool next_round = end_now - started_ >= drop_chunk;
+    // What the last round started leaves the cache when the next one
+    // starts, or once writing has paused: by then it is usually on disk,
+    // so the wait is short, and it is this thread's alone.
+    if (started_ > dropped_ &&
+        (next_round || now - started_at_ >= drop_delay)) {
+      ::sync_file_range(fd_, dropped_, started_ - dropped_,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER);
+      // From a chunk before: a large folio across the last range's end was
+      // kept whole then, and is inside this range now.
+      off_t from = std::max<off_t>(0, dropped_ - drop_chunk);
+      ::posix_fadvise(fd_, from, started_ - from, POSIX_FADV_DONTNEED);
+      dropped_ = started_;
+    }
+    if (next_round) {
+      ::sync_file_range(fd_, started_, end_now - started_,
+                        SYNC_FILE_RANGE_WRITE);
+      started_ = end_now;
+      started_at_ = now;
+    }
 #endif
   }
 
   int fd_;
-  /// File offsets (under `write_mtx_`): the end of what was written, where
-  /// the write-out not yet started begins, and where the cached part begins.
-  off_t written_ = 0, started_ = 0, dropped_ = 0;
+  /// The writer thread's: the file offsets where the write-out not yet
+  /// started begins and where the cached part begins, and when the last
+  /// write-out started.
+  off_t started_ = 0, dropped_ = 0;
+  std::chrono::steady_clock::time_point started_at_;
   std::mutex mtx_;
   std::condition_variable wake_, space_;
   std::vector<byte_buffer> pending_; ///< handed over, in file order
