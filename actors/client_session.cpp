@@ -34,7 +34,6 @@ void flush_updates(session_ptr self) {
     if (st.fed_shards.empty())
       st.fed_shards.resize(st.updates.size());
     st.fed_shards[i] = true;
-    st.fed_any = true;
   }
 }
 
@@ -48,8 +47,6 @@ bool hold_for_registry(session_ptr self) {
   auto& st = self->state;
   if (st.drains_pending > 0)
     return true;
-  if (!st.fed_any)
-    return false;
   auto& backlogs = st.node->registry_backlogs;
   for (size_t i = 0; i < backlogs.size() && i < st.fed_shards.size(); ++i) {
     if (!st.fed_shards[i] || !backlogs[i]->busy.load(std::memory_order_relaxed))
@@ -58,24 +55,17 @@ bool hold_for_registry(session_ptr self) {
     // The answer covers every update sent so far; later ones set the bit
     // again.
     st.fed_shards[i] = false;
+    auto answered = [self] {
+      if (--self->state.drains_pending == 0) {
+        flush_output(self);
+        maybe_finish(self);
+      }
+    };
     self->request(st.node->registry_shards[i], caf::infinite, drain_atom::value)
-        .then(
-            [self](uint64_t) {
-              if (--self->state.drains_pending == 0) {
-                flush_output(self);
-                maybe_finish(self);
-              }
-            },
-            [self](caf::error&) {
+        .then([answered](uint64_t) { answered(); },
               // The registry is gone (shutdown): nothing to wait for.
-              if (--self->state.drains_pending == 0) {
-                flush_output(self);
-                maybe_finish(self);
-              }
-            });
+              [answered](caf::error&) { answered(); });
   }
-  st.fed_any = std::find(st.fed_shards.begin(), st.fed_shards.end(), true) !=
-               st.fed_shards.end();
   if (st.drains_pending == 0)
     return false;
   metrics::add(metrics::counter::updates_held);
@@ -93,10 +83,8 @@ void flush_output(session_ptr self) {
     return;
   // Replies still waiting (a WHATSAT's, and what follows it) acknowledge
   // updates too: forget the shards only when nothing is left to write.
-  if (st.waiting.empty() && st.fed_any) {
+  if (st.waiting.empty())
     std::fill(st.fed_shards.begin(), st.fed_shards.end(), false);
-    st.fed_any = false;
-  }
   st.conn->send(std::move(st.out), st.out_lines);
   st.out = {};
   st.out_lines = 0;

@@ -69,9 +69,8 @@ struct client_session_state {
   /// reply that acknowledges them is written, and before any lookup.
   std::vector<std::vector<location_update>> updates;
   /// Shards sent updates that the replies not yet written acknowledge, by
-  /// shard index (sized on first use); `fed_any`: any of them.
+  /// shard index (sized on first use).
   std::vector<bool> fed_shards;
-  bool fed_any = false;
   /// Drain requests not yet answered: while any is, `out` is held (a busy
   /// registry shard is catching up with this session's updates).
   uint32_t drains_pending = 0;
