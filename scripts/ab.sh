@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Same-machine A/B of herd-node builds: runs each binary in turn, ROUNDS
+# times, under one herd-bench command, and prints per round each binary's
+# replies per second (the measured window) and its CPU time per reply
+# (utime + stime from /proc over the whole herd-bench run, divided by every
+# reply). This is how the before/after comparisons in docs/benchmarks.md
+# were measured: build the commit before a change into another directory
+# (git worktree add ../before HASH~1 && cmake -S ../before -B ../before/build
+# -G Ninja -DCMAKE_BUILD_TYPE=Release && ninja -C ../before/build herd-node),
+# then compare the two herd-node binaries.
+#
+# Usage: scripts/ab.sh NODE_BIN... [-- HERD_BENCH_ARGS...]
+#   e.g. scripts/ab.sh ../before/build/herd-node build/herd-node \
+#          -- --depth 16 --clients 200000
+# Settings (environment), with defaults:
+#   ROUNDS (3), LOG (false: the nodes' log_messages), THREADS (1),
+#   SERVER_CPU (1) and BENCH_CPU (0) for taskset (nothing pinned on a
+#   one-core machine), DURATION (3) and WARMUP (1) seconds,
+#   STUB_RESULTS (unset: no places-stub; set, e.g. 20, for a WHATSAT mix:
+#   a places-stub with that many results runs on BENCH_CPU),
+#   BUILD_DIR (build): where herd-bench and places-stub are.
+# herd-bench's own defaults apply unless the arguments after -- override
+# them (64 connections, depth 1, IAMAT only).
+# The nodes get a minimal config (one server, no links, metrics off), so an
+# older build that lacks a newer config key still starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+nodes=()
+while (($#)) && [[ $1 != -- ]]; do
+  nodes+=("$1")
+  shift
+done
+[[ ${1:-} == -- ]] && shift
+bench_args=("$@")
+((${#nodes[@]})) || { echo "usage: scripts/ab.sh NODE_BIN... [-- HERD_BENCH_ARGS...]" >&2; exit 2; }
+for b in "${nodes[@]}"; do
+  [[ -x $b ]] || { echo "ab: $b is not an executable" >&2; exit 2; }
+done
+
+rounds=${ROUNDS:-3}
+log=${LOG:-false}
+threads=${THREADS:-1}
+duration=${DURATION:-3}
+warmup=${WARMUP:-1}
+build=${BUILD_DIR:-build}
+spin=() bpin=()
+if (($(nproc) > 1)); then
+  spin=(taskset -c "${SERVER_CPU:-1}")
+  bpin=(taskset -c "${BENCH_CPU:-0}")
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {
+  python3 - "$1" <<'PY'
+import socket, sys, time
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+PY
+}
+cpu_ticks() {
+  local stat rest
+  stat=$(<"/proc/$1/stat")
+  rest=${stat##*) }
+  read -ra f <<<"$rest"
+  echo $((f[11] + f[12]))
+}
+
+endpoint=
+if [[ -n ${STUB_RESULTS:-} ]]; then
+  "${bpin[@]}" "$build/places-stub" --port 0 --port-file "$tmp/stub.port" \
+    --results "$STUB_RESULTS" >"$tmp/stub.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do [[ -s $tmp/stub.port ]] && break; sleep 0.05; done
+  [[ -s $tmp/stub.port ]] || { echo "ab: places-stub did not start" >&2; exit 1; }
+  endpoint="http://127.0.0.1:$(<"$tmp/stub.port")/maps/api/place/nearbysearch/json"
+fi
+
+clk_tck=$(getconf CLK_TCK)
+for r in $(seq "$rounds"); do
+  line="round $r:"
+  for i in "${!nodes[@]}"; do
+    port=$(free_port)
+    python3 - "$tmp/c.json" "$port" "$log" "$endpoint" <<'PY'
+import json, sys
+out, port, log, endpoint = sys.argv[1:5]
+cfg = {"servers": {"Clark": {"host": "127.0.0.1", "port": int(port)}},
+       "links": [], "log_messages": log == "true", "metrics_interval_s": 0}
+if endpoint:
+    cfg["places"] = {"endpoint": endpoint}
+json.dump(cfg, open(out, "w"))
+PY
+    rm -rf "$tmp/logs"
+    GOOGLE_PLACES_API_KEY=${GOOGLE_PLACES_API_KEY:-ab-key} "${spin[@]}" \
+      "${nodes[$i]}" Clark --config "$tmp/c.json" --log-dir "$tmp/logs" \
+      --threads "$threads" >"$tmp/node.out" 2>&1 &
+    node=$!
+    pids+=("$node")
+    wait_port "$port" || { echo "ab: ${nodes[$i]} did not start:" >&2; cat "$tmp/node.out" >&2; exit 1; }
+    before=$(cpu_ticks "$node")
+    rc=0
+    "${bpin[@]}" "$build/herd-bench" --target "127.0.0.1:$port" \
+      --duration "$duration" --warmup "$warmup" "${bench_args[@]}" \
+      >"$tmp/bench.out" 2>"$tmp/bench.err" || rc=$?
+    after=$(cpu_ticks "$node")
+    kill "$node"
+    wait "$node" 2>/dev/null || true
+    [[ $rc == 0 ]] || { echo "ab: herd-bench failed ($rc) against ${nodes[$i]}:" >&2; cat "$tmp/bench.err" >&2; exit 1; }
+    line+=$(python3 - "$tmp/bench.out" "$before" "$after" "$clk_tck" "$i" <<'PY'
+import json, sys
+path, before, after, tck, i = sys.argv[1:6]
+res = None
+for l in open(path):
+    if l.startswith("RESULT "):
+        res = json.loads(l[7:])
+cpu_us = (int(after) - int(before)) / int(tck) * 1e6 / res["total_requests"]
+print(" %s: %.0f/s %.2f us" % ("AB"[int(i)] if int(i) < 2 else i,
+                                 res["throughput"], cpu_us), end="")
+PY
+)
+  done
+  echo "$line"
+done
+echo "binaries: $(for i in "${!nodes[@]}"; do printf '%s=%s ' "$(python3 -c "print('AB'[$i] if $i < 2 else $i)")" "${nodes[$i]}"; done)"
