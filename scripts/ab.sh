@@ -12,6 +12,12 @@
 # Usage: scripts/ab.sh NODE_BIN... [-- HERD_BENCH_ARGS...]
 #   e.g. scripts/ab.sh ../before/build/herd-node build/herd-node \
 #          -- --depth 16 --clients 200000
+# The name `epoll` instead of a binary runs the minimal epoll reference
+# (BUILD_DIR/epoll-reference; its fixed replies are counted, not validated),
+# so `ROUNDS=10 scripts/ab.sh epoll build/herd-node` checks the depth-1 bar
+# over ten alternating pairs. After the rounds it prints each one's median,
+# and for two, the median over the rounds of B's throughput and CPU time per
+# reply as a share of A's.
 # Settings (environment), with defaults:
 #   ROUNDS (3), LOG (false: the nodes' log_messages), THREADS (1),
 #   SERVER_CPU (1) and BENCH_CPU (0) for taskset (nothing pinned on a
@@ -35,7 +41,7 @@ done
 bench_args=("$@")
 ((${#nodes[@]})) || { echo "usage: scripts/ab.sh NODE_BIN... [-- HERD_BENCH_ARGS...]" >&2; exit 2; }
 for b in "${nodes[@]}"; do
-  [[ -x $b ]] || { echo "ab: $b is not an executable" >&2; exit 2; }
+  [[ $b == epoll || -x $b ]] || { echo "ab: $b is not an executable" >&2; exit 2; }
 done
 
 rounds=${ROUNDS:-3}
@@ -107,29 +113,37 @@ if endpoint:
 json.dump(cfg, open(out, "w"))
 PY
     rm -rf "$tmp/logs"
-    GOOGLE_PLACES_API_KEY=${GOOGLE_PLACES_API_KEY:-ab-key} "${spin[@]}" \
-      "${nodes[$i]}" Clark --config "$tmp/c.json" --log-dir "$tmp/logs" \
-      --threads "$threads" >"$tmp/node.out" 2>&1 &
+    extra=()
+    if [[ ${nodes[$i]} == epoll ]]; then
+      "${spin[@]}" "$build/epoll-reference" --port "$port" >"$tmp/node.out" 2>&1 &
+      extra=(--no-validate)
+    else
+      GOOGLE_PLACES_API_KEY=${GOOGLE_PLACES_API_KEY:-ab-key} "${spin[@]}" \
+        "${nodes[$i]}" Clark --config "$tmp/c.json" --log-dir "$tmp/logs" \
+        --threads "$threads" >"$tmp/node.out" 2>&1 &
+    fi
     node=$!
     pids+=("$node")
     wait_port "$port" || { echo "ab: ${nodes[$i]} did not start:" >&2; cat "$tmp/node.out" >&2; exit 1; }
     before=$(cpu_ticks "$node")
     rc=0
     "${bpin[@]}" "$build/herd-bench" --target "127.0.0.1:$port" \
-      --duration "$duration" --warmup "$warmup" "${bench_args[@]}" \
+      --duration "$duration" --warmup "$warmup" "${extra[@]}" "${bench_args[@]}" \
       >"$tmp/bench.out" 2>"$tmp/bench.err" || rc=$?
     after=$(cpu_ticks "$node")
     kill "$node"
     wait "$node" 2>/dev/null || true
     [[ $rc == 0 ]] || { echo "ab: herd-bench failed ($rc) against ${nodes[$i]}:" >&2; cat "$tmp/bench.err" >&2; exit 1; }
-    line+=$(python3 - "$tmp/bench.out" "$before" "$after" "$clk_tck" "$i" <<'PY'
+    line+=$(python3 - "$tmp/bench.out" "$before" "$after" "$clk_tck" "$i" "$r" "$tmp/rounds" <<'PY'
 import json, sys
-path, before, after, tck, i = sys.argv[1:6]
+path, before, after, tck, i, r, table = sys.argv[1:8]
 res = None
 for l in open(path):
     if l.startswith("RESULT "):
         res = json.loads(l[7:])
 cpu_us = (int(after) - int(before)) / int(tck) * 1e6 / res["total_requests"]
+with open(table, "a") as t:
+    t.write("%s %s %f %f\n" % (r, i, res["throughput"], cpu_us))
 print(" %s: %.0f/s %.2f us" % ("AB"[int(i)] if int(i) < 2 else i,
                                  res["throughput"], cpu_us), end="")
 PY
@@ -138,3 +152,23 @@ PY
   echo "$line"
 done
 echo "binaries: $(for i in "${!nodes[@]}"; do printf '%s=%s ' "$(python3 -c "print('AB'[$i] if $i < 2 else $i)")" "${nodes[$i]}"; done)"
+python3 - "$tmp/rounds" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+runs = {}
+for r, i, tp, cpu in rows:
+    runs.setdefault(int(i), {})[int(r)] = (float(tp), float(cpu))
+name = lambda i: "AB"[i] if i < 2 else str(i)
+for i in sorted(runs):
+    v = runs[i].values()
+    print("median %s: %.0f/s %.2f us" % (name(i), statistics.median(t for t, _ in v),
+                                         statistics.median(c for _, c in v)))
+if len(runs) == 2:
+    a, b = runs[0], runs[1]
+    tp = [b[r][0] / a[r][0] for r in a if r in b]
+    cpu = [b[r][1] / a[r][1] for r in a if r in b]
+    print("B against A, round by round: throughput %s (median %.2f), "
+          "CPU per reply %s (median %.2f)" % (
+              " ".join("%.2f" % x for x in tp), statistics.median(tp),
+              " ".join("%.2f" % x for x in cpu), statistics.median(cpu)))
+PY
