@@ -256,7 +256,7 @@ void connection::on_ready(bool hangup) {
 }
 
 void connection::try_read() {
-  if (!handler_ || read_eof_ || !ready_)
+  if (!handler_ || read_eof_ || (!ready_ && unread_.empty()))
     return;
   {
     std::unique_lock<std::mutex> guard(mtx_);
@@ -282,6 +282,17 @@ void connection::try_read() {
                  [self = shared_from_this()] { self->try_read(); });
       return;
     }
+    if (!unread_.empty()) {
+      // Lines held back when the last read had more than the limit allowed.
+      std::string held;
+      held.swap(unread_);
+      deliver(held.data(), held.size(), realtime_ns());
+      if (!handler_)
+        return; // closed (a line too long)
+      continue;
+    }
+    if (!ready_)
+      return;
     boost::system::error_code rec;
     size_t n = socket_.read_some(asio::buffer(buf, read_buffer_size), rec);
     if (rec == asio::error::would_block || rec == asio::error::try_again) {
@@ -311,20 +322,35 @@ void connection::try_read() {
       return; // closed (a line too long)
     // A short read took everything there was: the next arrival raises a
     // new edge. After a hang-up no edge comes for the EOF, so read on.
-    if (n < read_buffer_size && !hangup_) {
+    if (n < read_buffer_size && !hangup_)
       ready_ = false;
+    // Lines held back go on once answers make room (the check above
+    // pauses until then).
+    if (!ready_ && unread_.empty())
       return;
-    }
   }
 }
 
 void connection::deliver(const char* data, size_t size, int64_t now_ns) {
   const size_t max_line_limit = max_line_bytes_.load();
+  // However many lines one read holds, hand over only as many as the
+  // pending-lines limit has room for: one 64 KiB read of short lines is
+  // thousands of requests, each of which may hold memory or an upstream
+  // call until it is answered.
+  const uint32_t pending = pending_lines_.load();
+  const size_t room = pending < limits_.max_pending_lines
+                          ? limits_.max_pending_lines - pending
+                          : 1; // not reached: try_read reads below it
   std::string bytes;
   std::vector<uint32_t> ends;
   const char* end = data + size;
   const char* pos = data;
   while (pos < end) {
+    if (ends.size() == room) {
+      unread_.assign(pos, end);
+      pos = end;
+      break;
+    }
     auto* nl = static_cast<const char*>(std::memchr(pos, '\n', end - pos));
     if (nl == nullptr)
       break;
@@ -491,6 +517,8 @@ void connection::do_close(close_reason why) {
   }
   partial_.clear();
   partial_.shrink_to_fit();
+  unread_.clear();
+  unread_.shrink_to_fit();
   ready_ = false;
   asio::use_service<read_reactor>(socket_.get_executor().context())
       .remove(this);

@@ -134,6 +134,11 @@ class connection : public std::enable_shared_from_this<connection> {
   std::string remote_;
   std::shared_ptr<connection_handler> handler_;
   std::string partial_; ///< an incomplete last line (io thread only)
+  /// Bytes read but not yet handed over, because handing over their lines
+  /// would have taken the connection past max_pending_lines: one read's
+  /// worth at most. Handed over before the socket is read again, and
+  /// before its EOF counts (io thread only).
+  std::string unread_;
   std::atomic<uint32_t> max_line_bytes_;
   /// Readable and not yet read dry (the reactor is edge-triggered: it says
   /// so once per arrival). io thread only.
