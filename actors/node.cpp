@@ -137,6 +137,7 @@ int run_node(const node_options& opts) {
   limits.max_line_bytes = cfg.limits.max_line_bytes;
   limits.max_pending_lines = cfg.limits.max_pending_lines;
   limits.max_output_bytes = cfg.limits.max_output_bytes;
+  limits.write_timeout_ms = cfg.limits.write_timeout_ms;
   const uint32_t max_connections = cfg.limits.max_connections;
   ctx->limits = limits;
   ctx->peer_output_limit = cfg.limits.max_peer_output_bytes;

@@ -120,7 +120,7 @@ void read_limits(const reader& r, const json::value& v, limits_config& out) {
   auto& obj = r.object(v, at);
   r.only_keys(obj, at,
               {"max_line_bytes", "max_pending_lines", "max_output_bytes",
-               "max_connections", "max_peer_output_bytes",
+               "write_timeout_ms", "max_connections", "max_peer_output_bytes",
                "max_registry_backlog"});
   auto u32 = [&](const char* name, uint32_t& field, uint64_t lo, uint64_t hi) {
     if (auto* x = obj.if_contains(name))
@@ -129,6 +129,7 @@ void read_limits(const reader& r, const json::value& v, limits_config& out) {
   u32("max_line_bytes", out.max_line_bytes, 64, 1 << 24);
   u32("max_pending_lines", out.max_pending_lines, 1, 1 << 20);
   u32("max_output_bytes", out.max_output_bytes, 4096, 1u << 30);
+  u32("write_timeout_ms", out.write_timeout_ms, 0, 86'400'000);
   u32("max_connections", out.max_connections, 1, 1 << 22);
   u32("max_peer_output_bytes", out.max_peer_output_bytes, 65536, 1u << 31);
   u32("max_registry_backlog", out.max_registry_backlog, 0, 1u << 30);

@@ -30,7 +30,10 @@ struct limits_config {
   uint32_t max_line_bytes = 4096;      ///< longer line: connection closed
   uint32_t max_pending_lines = 256;    ///< unanswered lines before reads pause
   uint32_t max_output_bytes = 4 << 20; ///< queued reply bytes: slow reader cut
-  uint32_t max_connections = 20000;    ///< accepted connections at once
+  /// Queued output with no byte written for this long: slow reader cut
+  /// (0: never).
+  uint32_t write_timeout_ms = 60000;
+  uint32_t max_connections = 20000; ///< accepted connections at once
   /// Unwritten bytes to one neighbour before its link is dropped (and the
   /// neighbour caught up later).
   uint32_t max_peer_output_bytes = 64u << 20;

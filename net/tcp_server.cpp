@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -28,6 +29,12 @@ int64_t realtime_ns() noexcept {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 const char* to_string(close_reason r) {
   switch (r) {
   case close_reason::finished:
@@ -38,6 +45,8 @@ const char* to_string(close_reason r) {
     return "line too long";
   case close_reason::slow_reader:
     return "slow reader (output limit)";
+  case close_reason::write_stalled:
+    return "slow reader (no write progress)";
   case close_reason::server_close:
     return "closed by server";
   }
@@ -64,7 +73,8 @@ class read_reactor final : public asio::execution_context::service {
 
   explicit read_reactor(asio::execution_context& owner)
       : service(owner), epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        set_(static_cast<asio::io_context&>(owner)) {
+        set_(static_cast<asio::io_context&>(owner)),
+        sweep_timer_(static_cast<asio::io_context&>(owner)) {
     if (epoll_ < 0)
       throw boost::system::system_error(errno, boost::system::system_category(),
                                         "epoll_create1");
@@ -83,6 +93,17 @@ class read_reactor final : public asio::execution_context::service {
     if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0)
       return false;
     connections_.emplace(c.get(), c);
+    if (auto ms = c->write_timeout_ms(); ms > 0) {
+      // Checked four times per timeout (between 10 ms and 1 s apart), so a
+      // stalled connection closes between 1 and 1.25 timeouts after its
+      // last progress.
+      auto every =
+          std::chrono::milliseconds(std::clamp<uint32_t>(ms / 4, 10, 1000));
+      if (sweep_every_.count() == 0 || every < sweep_every_) {
+        sweep_every_ = every;
+        schedule_sweep();
+      }
+    }
     return true;
   }
 
@@ -94,7 +115,29 @@ class read_reactor final : public asio::execution_context::service {
   void shutdown() override {
     boost::system::error_code ec;
     set_.close(ec); // closes epoll_
+    sweep_timer_.cancel();
     connections_.clear();
+  }
+
+  /// Every sweep_every_ while connections remain: closes the ones whose
+  /// output stalled. The timer stops with the last connection and starts
+  /// again with the next.
+  void schedule_sweep() {
+    sweep_timer_.expires_after(sweep_every_);
+    sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec)
+        return; // cancelled: rescheduled, or shutting down
+      if (connections_.empty()) {
+        sweep_every_ = {};
+        return;
+      }
+      auto now = monotonic_ns();
+      // A close is finished later on this thread (do_close, posted), so
+      // the map does not change under this loop.
+      for (auto& entry : connections_)
+        entry.second->check_write_progress(now);
+      schedule_sweep();
+    });
   }
 
   void arm() {
@@ -138,6 +181,8 @@ class read_reactor final : public asio::execution_context::service {
   asio::posix::stream_descriptor set_;
   std::unordered_map<const connection*, std::shared_ptr<connection>>
       connections_;
+  asio::steady_timer sweep_timer_;
+  std::chrono::milliseconds sweep_every_{0}; ///< 0: no sweep scheduled
 };
 
 asio::execution_context::id read_reactor::id;
@@ -430,37 +475,75 @@ void connection::send(std::string bytes, uint32_t answered) {
 }
 
 void connection::write_some() {
-  if (closed_ || queue_.empty()) {
+  // requires mtx_
+  if (closed_ || (inflight_head_ == inflight_.size() && queue_.empty())) {
     writing_ = false;
+    waiting_since_ns_ = 0;
+    inflight_.clear();
+    inflight_head_ = inflight_offset_ = 0;
     maybe_finish_locked();
     return;
   }
   writing_ = true;
-  inflight_.swap(queue_);
+  if (inflight_head_ == inflight_.size()) {
+    inflight_.clear();
+    inflight_.swap(queue_);
+    inflight_head_ = inflight_offset_ = 0;
+  }
+  if (waiting_since_ns_ == 0)
+    waiting_since_ns_ = monotonic_ns();
+  // One writev's worth at a time, so that progress is seen as it is made
+  // (a slow but steady reader is not a stalled one).
+  constexpr size_t max_buffers = 64;
   std::vector<asio::const_buffer> buffers;
-  buffers.reserve(inflight_.size());
-  for (auto& b : inflight_)
-    buffers.emplace_back(asio::buffer(b));
-  asio::async_write(socket_, buffers,
-                    [self = shared_from_this()](
-                        const boost::system::error_code& ec, size_t written) {
-                      std::unique_lock<std::mutex> guard(self->mtx_);
-                      self->queued_bytes_ -=
-                          std::min(self->queued_bytes_, written);
-                      self->inflight_.clear();
-                      if (self->closed_) {
-                        guard.unlock();
-                        self->do_close(self->close_why_);
-                        return;
-                      }
-                      if (ec) {
-                        self->close_locked(close_reason::peer_reset);
-                        guard.unlock();
-                        self->do_close(close_reason::peer_reset);
-                        return;
-                      }
-                      self->write_some();
-                    });
+  buffers.reserve(std::min(max_buffers, inflight_.size() - inflight_head_));
+  for (size_t i = inflight_head_;
+       i < inflight_.size() && buffers.size() < max_buffers; ++i) {
+    size_t skip = i == inflight_head_ ? inflight_offset_ : 0;
+    buffers.emplace_back(inflight_[i].data() + skip,
+                         inflight_[i].size() - skip);
+  }
+  socket_.async_write_some(
+      buffers, [self = shared_from_this()](const boost::system::error_code& ec,
+                                           size_t written) {
+        std::unique_lock<std::mutex> guard(self->mtx_);
+        self->queued_bytes_ -= std::min(self->queued_bytes_, written);
+        if (written > 0)
+          self->waiting_since_ns_ = monotonic_ns();
+        while (written > 0 && self->inflight_head_ < self->inflight_.size()) {
+          auto& b = self->inflight_[self->inflight_head_];
+          size_t left = b.size() - self->inflight_offset_;
+          if (written < left) {
+            self->inflight_offset_ += written;
+            break;
+          }
+          written -= left;
+          std::string().swap(b); // written: release it now
+          ++self->inflight_head_;
+          self->inflight_offset_ = 0;
+        }
+        if (self->closed_) {
+          guard.unlock();
+          self->do_close(self->close_why_);
+          return;
+        }
+        if (ec) {
+          self->close_locked(close_reason::peer_reset);
+          guard.unlock();
+          self->do_close(close_reason::peer_reset);
+          return;
+        }
+        self->write_some();
+      });
+}
+
+void connection::check_write_progress(int64_t now_ns) {
+  std::lock_guard<std::mutex> guard(mtx_);
+  if (closed_ || waiting_since_ns_ == 0 || limits_.write_timeout_ms == 0)
+    return;
+  if (now_ns - waiting_since_ns_ >=
+      static_cast<int64_t>(limits_.write_timeout_ms) * 1'000'000)
+    close_locked(close_reason::write_stalled);
 }
 
 void connection::finish() {

@@ -57,6 +57,10 @@ struct connection_limits {
   uint32_t max_line_bytes = 4096;
   uint32_t max_pending_lines = 256;
   uint32_t max_output_bytes = 4 << 20;
+  /// Queued output of which no byte could be written for this long closes
+  /// the connection (a reader that stopped, or a peer that vanished without
+  /// a reset); 0: never.
+  uint32_t write_timeout_ms = 60000;
 };
 
 /// Why a connection ended, for the log.
@@ -65,6 +69,7 @@ enum class close_reason {
   peer_reset,    ///< read or write error (client vanished)
   line_too_long, ///< a line over max_line_bytes
   slow_reader,   ///< more than max_output_bytes of replies queued
+  write_stalled, ///< queued replies and no byte written for write_timeout_ms
   server_close,  ///< closed by the node (shutdown, protocol error)
 };
 
@@ -120,6 +125,14 @@ class connection : public std::enable_shared_from_this<connection> {
   /// The read reactor saw the socket readable (or hung up). io thread.
   void on_ready(bool hangup);
 
+  /// Closes the connection if its queued output has made no progress for
+  /// write_timeout_ms by `now_ns` (CLOCK_MONOTONIC). The read reactor calls
+  /// it for every connection, a few times per timeout. Any thread.
+  void check_write_progress(int64_t now_ns);
+  uint32_t write_timeout_ms() const noexcept {
+    return limits_.write_timeout_ms;
+  }
+
  private:
   void try_read();
   void deliver(const char* data, size_t size, int64_t now_ns);
@@ -153,7 +166,14 @@ class connection : public std::enable_shared_from_this<connection> {
   // -- the write side, shared by the io thread and senders: under mtx_ --------
   std::mutex mtx_;
   std::vector<std::string> queue_; ///< replies not yet written
+  /// What the write under way takes from: from inflight_[inflight_head_],
+  /// inflight_offset_ bytes in, to the end.
   std::vector<std::string> inflight_;
+  size_t inflight_head_ = 0;
+  size_t inflight_offset_ = 0;
+  /// CLOCK_MONOTONIC when the queued output last made progress (or was
+  /// queued); 0 while nothing waits to be written.
+  int64_t waiting_since_ns_ = 0;
   size_t queued_bytes_ = 0;
   bool writing_ = false;
   bool finishing_ = false;
@@ -193,5 +213,8 @@ void dial(boost::asio::io_context& ctx, const std::string& host, uint16_t port,
 
 /// CLOCK_REALTIME in nanoseconds.
 int64_t realtime_ns() noexcept;
+
+/// CLOCK_MONOTONIC in nanoseconds.
+int64_t monotonic_ns() noexcept;
 
 } // namespace herd::net

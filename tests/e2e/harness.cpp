@@ -466,6 +466,8 @@ std::string config_json(const config_spec& spec) {
       limits["max_pending_lines"] = *l.max_pending_lines;
     if (l.max_output_bytes)
       limits["max_output_bytes"] = *l.max_output_bytes;
+    if (l.write_timeout_ms)
+      limits["write_timeout_ms"] = *l.write_timeout_ms;
     if (l.max_connections)
       limits["max_connections"] = *l.max_connections;
     if (l.max_registry_backlog)

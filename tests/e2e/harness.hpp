@@ -166,6 +166,7 @@ struct limits_spec {
   std::optional<unsigned> max_line_bytes;
   std::optional<unsigned> max_pending_lines;
   std::optional<unsigned> max_output_bytes;
+  std::optional<unsigned> write_timeout_ms;
   std::optional<unsigned> max_connections;
   std::optional<unsigned> max_registry_backlog;
 };

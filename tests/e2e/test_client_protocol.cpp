@@ -648,3 +648,80 @@ TEST_CASE("a client that never reads its replies is cut off and others are "
   other.send(iamat(kiwi, ucla, old_time));
   check_at_reply(other.read_line(), "Alpha", kiwi, ucla, old_time);
 }
+
+namespace {
+
+/// 40 chunks of 5,000 IAMATs: about 15 MB of requests and 19 MB of replies,
+/// more than loopback's socket buffers hold on both sides together.
+constexpr int stall_chunks = 40;
+constexpr int stall_chunk_lines = 5000;
+
+std::string stall_chunk(int round) {
+  std::string chunk;
+  for (int i = 0; i < stall_chunk_lines; ++i)
+    chunk += iamat("q" + std::to_string(round) + "-" + std::to_string(i), ucla,
+                   old_time);
+  return chunk;
+}
+
+} // namespace
+
+TEST_CASE("a client that stops reading with replies queued is closed after "
+          "write_timeout_ms, and others are not held up") {
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_output_bytes = 64u << 20; // the timeout, not the limit
+  spec.limits->write_timeout_ms = 500;
+  one_node n(spec);
+  client stalled(n.port());
+  client other(n.port());
+  // Requests without reading a reply: once the socket buffers are full the
+  // node's queue stops moving, and it must close the connection rather
+  // than hold the queue (and the connection) for ever.
+  for (int round = 0; round < stall_chunks; ++round)
+    if (!stalled.try_send(stall_chunk(round), 5000ms))
+      break; // already closed
+  REQUIRE(wait_for_file_containing(n.h.log_path("Alpha"),
+                                   "slow reader (no write progress)", 10000ms));
+  other.send(iamat(kiwi, ucla, old_time));
+  check_at_reply(other.read_line(), "Alpha", kiwi, ucla, old_time);
+}
+
+TEST_CASE("a client that reads slowly but steadily is not cut off by "
+          "write_timeout_ms") {
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_output_bytes = 64u << 20;
+  spec.limits->write_timeout_ms = 500;
+  one_node n(spec);
+  client c(n.port());
+  bool sent = true;
+  std::thread writer([&] {
+    for (int round = 0; round < stall_chunks && sent; ++round)
+      sent = c.try_send(stall_chunk(round), 10000ms);
+  });
+  struct joiner {
+    std::thread& t;
+    ~joiner() {
+      if (t.joinable())
+        t.join();
+    }
+  } join_writer{writer};
+  // About 100,000 replies a second, slower than the node writes them, so
+  // its queue grows, but never a pause of more than a few milliseconds.
+  const int lines = stall_chunks * stall_chunk_lines;
+  int answered = 0;
+  for (; answered < lines; ++answered) {
+    if (answered % 2000 == 0)
+      std::this_thread::sleep_for(20ms); // the slow reader under test
+    auto reply = c.read_line();
+    if (reply.rfind("AT Alpha ", 0) != 0) {
+      FAIL_CHECK("reply " << answered << ": " << printable(reply));
+      break;
+    }
+  }
+  writer.join();
+  CHECK(sent);
+  CHECK(answered == lines);
+  CHECK_FALSE(contains(read_file(n.h.log_path("Alpha")), "no write progress"));
+}

@@ -51,6 +51,17 @@ TEST_CASE("a minimal config gets sane defaults") {
   CHECK(cfg.places.endpoint.rfind("https://maps.googleapis.com/", 0) == 0);
   CHECK(cfg.log_messages);
   CHECK(cfg.limits.max_registry_backlog == 2000);
+  CHECK(cfg.limits.write_timeout_ms == 60000);
+}
+
+TEST_CASE("the write timeout can be set, or turned off with 0, up to a day") {
+  auto cfg = parse_config(R"({"servers": {"A": {"host": "h", "port": 1}},
+                              "limits": {"write_timeout_ms": 0}})",
+                          "test.json");
+  CHECK(cfg.limits.write_timeout_ms == 0);
+  CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 1}},
+                     "limits": {"write_timeout_ms": 86400001}})")
+            .find("key \"limits.write_timeout_ms\"") != std::string::npos);
 }
 
 TEST_CASE("the registry backlog limit can be set, or turned off with 0") {
