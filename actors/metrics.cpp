@@ -72,10 +72,12 @@ std::string format_metrics(const std::string& server,
   }
   fmt::format_to(it,
                  R"(}},"places":{{"calls":{},"errors":{},"timeouts":{},)"
+                 R"("in_flight":{},"waiting":{},"waited":{},)"
                  R"("p50_ms":{:.3f},"p99_ms":{:.3f}}},"actors":{{)",
                  now.get(counter::places_calls),
                  now.get(counter::places_errors),
-                 now.get(counter::places_timeouts),
+                 now.get(counter::places_timeouts), now.places_in_flight,
+                 now.places_waiting, now.places_waited,
                  metrics::snapshot::quantile_us(d.places_latency, 0.5) / 1000,
                  metrics::snapshot::quantile_us(d.places_latency, 0.99) / 1000);
   for (size_t k = 0; k < idx(actor_kind::count_); ++k) {
@@ -132,6 +134,15 @@ std::string format_prometheus(const std::string& server,
                    a.max_mailbox);
   }
   uint64_t cumulative = 0;
+  fmt::format_to(it,
+                 "# TYPE herd_places_in_flight gauge\n"
+                 "herd_places_in_flight{{{}}} {}\n"
+                 "# TYPE herd_places_waiting gauge\n"
+                 "herd_places_waiting{{{}}} {}\n"
+                 "# TYPE herd_places_waited_total counter\n"
+                 "herd_places_waited_total{{{}}} {}\n",
+                 label, now.places_in_flight, label, now.places_waiting, label,
+                 now.places_waited);
   fmt::format_to(it, "# TYPE herd_places_latency_seconds histogram\n");
   for (size_t i = 0; i < metrics::histogram::buckets; ++i) {
     if (now.places_latency[i] == 0)

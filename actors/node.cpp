@@ -113,6 +113,7 @@ int run_node(const node_options& opts) {
   places.api_key = env_or_empty(cfg.places.key_env);
   places.ca_file = cfg.places.ca_file;
   places.timeout = std::chrono::milliseconds(cfg.places.timeout_ms);
+  places.max_in_flight = cfg.places.max_in_flight;
   if (places.api_key.empty())
     HERD_LOG_WARN("places: environment variable {} is not set; upstream will "
                   "answer REQUEST_DENIED",
@@ -132,6 +133,14 @@ int run_node(const node_options& opts) {
   }
   HERD_LOG_INFO("places: {} API at {}", cfg.places.api,
                 ctx->places->endpoint());
+  metrics::set_places_source(
+      [places = std::weak_ptr<net::places_client>(ctx->places)] {
+        auto client = places.lock();
+        if (!client)
+          return metrics::places_load{};
+        auto s = client->stats();
+        return metrics::places_load{s.in_flight, s.waiting, s.waited};
+      });
 
   net::connection_limits limits;
   limits.max_line_bytes = cfg.limits.max_line_bytes;

@@ -92,7 +92,9 @@ std::string join(const std::string& a, const char* b) {
 void read_places(const reader& r, const json::value& v, places_config& out) {
   const std::string at = "places";
   auto& obj = r.object(v, at);
-  r.only_keys(obj, at, {"api", "endpoint", "key_env", "ca_file", "timeout_ms"});
+  r.only_keys(
+      obj, at,
+      {"api", "endpoint", "key_env", "ca_file", "timeout_ms", "max_in_flight"});
   if (auto* x = obj.if_contains("api")) {
     out.api = r.string(*x, join(at, "api"));
     if (out.api != "legacy")
@@ -113,6 +115,9 @@ void read_places(const reader& r, const json::value& v, places_config& out) {
   if (auto* x = obj.if_contains("timeout_ms"))
     out.timeout_ms =
         static_cast<uint32_t>(r.integer(*x, join(at, "timeout_ms"), 1, 600000));
+  if (auto* x = obj.if_contains("max_in_flight"))
+    out.max_in_flight = static_cast<uint32_t>(
+        r.integer(*x, join(at, "max_in_flight"), 0, 1 << 20));
 }
 
 void read_limits(const reader& r, const json::value& v, limits_config& out) {

@@ -24,6 +24,8 @@ struct places_config {
   std::string key_env = "GOOGLE_PLACES_API_KEY";
   std::string ca_file; ///< empty: the system CA store
   uint32_t timeout_ms = 5000;
+  /// Requests upstream at once; more wait their turn (0: no limit).
+  uint32_t max_in_flight = 512;
 };
 
 struct limits_config {

@@ -182,6 +182,13 @@ double snapshot::quantile_us(const std::array<uint64_t, histogram::buckets>& h,
   return static_cast<double>(histogram::upper_bound_us(h.size() - 1));
 }
 
+namespace {
+std::function<places_load()>& places_source() {
+  static std::function<places_load()> source;
+  return source;
+}
+} // namespace
+
 snapshot take_snapshot() {
   snapshot s;
   auto& list = all_blocks();
@@ -207,7 +214,17 @@ snapshot take_snapshot() {
     for (size_t i = 0; i < histogram::buckets; ++i)
       s.places_latency[i] += rd(b->places_latency.counts[i]);
   }
+  if (places_source()) {
+    auto load = places_source()();
+    s.places_in_flight = load.in_flight;
+    s.places_waiting = load.waiting;
+    s.places_waited = load.waited;
+  }
   return s;
+}
+
+void set_places_source(std::function<places_load()> source) {
+  places_source() = std::move(source);
 }
 
 snapshot delta(const snapshot& after, const snapshot& before) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -155,6 +156,9 @@ struct snapshot {
   };
   std::array<actor, static_cast<size_t>(actor_kind::count_)> actors{};
   std::array<uint64_t, histogram::buckets> places_latency{};
+  /// Places requests upstream now, waiting for a slot now, and that ever
+  /// had to wait (from the places source, if one is set).
+  uint64_t places_in_flight = 0, places_waiting = 0, places_waited = 0;
 
   uint64_t get(counter c) const { return counters[static_cast<size_t>(c)]; }
   /// The latency quantile q (0..1) of the histogram `h`, in µs.
@@ -163,6 +167,13 @@ struct snapshot {
 };
 
 snapshot take_snapshot();
+
+/// Where take_snapshot() reads the Places gauges (the node's Places client);
+/// set once at start, before any snapshot.
+struct places_load {
+  uint64_t in_flight = 0, waiting = 0, waited = 0;
+};
+void set_places_source(std::function<places_load()> source);
 
 /// `after` minus `before`, counter by counter (maxima are kept as is).
 snapshot delta(const snapshot& after, const snapshot& before);

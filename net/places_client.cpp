@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <iterator>
 #include <mutex>
 #include <optional>
@@ -717,8 +719,8 @@ template<class Stream>
 void start_session(const places_client::context_chooser& choose,
                    const std::shared_ptr<const shared_state>& state,
                    const std::shared_ptr<idle_pool<Stream>>& pool,
-                   std::string target, places_client::callback done) {
-  const auto deadline = steady::now() + state->timeout;
+                   std::string target, places_client::callback done,
+                   steady::time_point deadline) {
   auto conn = pool->take();
   strand_type ex = conn ? conn->strand : asio::make_strand(choose());
   auto s = std::make_shared<session<Stream>>(ex, state, pool, std::move(conn),
@@ -729,12 +731,94 @@ void start_session(const places_client::context_chooser& choose,
 
 } // namespace
 
+/// Keeps at most `max` requests upstream; the rest wait in arrival order.
+/// Shared with the completions of requests in flight, which may run after
+/// the client is gone.
+struct in_flight_limit {
+  struct waiter {
+    std::function<void()> start;
+    places_client::callback fail; ///< for one that never gets a slot
+    steady::time_point deadline;
+    std::chrono::milliseconds timeout;
+  };
+  explicit in_flight_limit(std::size_t max_requests) : max(max_requests) {}
+
+  const std::size_t max; ///< 0: no limit
+  std::mutex mtx;
+  std::size_t running = 0;
+  std::deque<waiter> waiting;
+  bool closed = false;
+  std::atomic<std::uint64_t> waited{0};
+
+  /// Runs `w.start` now if there is room, else queues it.
+  void submit(waiter w) {
+    {
+      std::lock_guard<std::mutex> guard(mtx);
+      if (max != 0 && running >= max) {
+        waiting.push_back(std::move(w));
+        waited.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      ++running;
+    }
+    w.start();
+  }
+
+  /// A request finished: its slot goes to the oldest waiting one whose
+  /// deadline has not passed; those before it whose deadline went by in
+  /// the queue fail, here and not through a chain of completions.
+  void release() {
+    std::vector<waiter> expired;
+    std::function<void()> next;
+    {
+      std::lock_guard<std::mutex> guard(mtx);
+      const auto now = steady::now();
+      while (!closed && !waiting.empty()) {
+        auto& front = waiting.front();
+        if (now < front.deadline) {
+          next = std::move(front.start);
+          waiting.pop_front();
+          break;
+        }
+        expired.push_back(std::move(front));
+        waiting.pop_front();
+      }
+      if (!next)
+        --running;
+    }
+    for (auto& w : expired) {
+      fetch_result r;
+      r.error = "timeout after " + std::to_string(w.timeout.count()) +
+                " ms (waiting for a free upstream slot)";
+      w.fail(std::move(r));
+    }
+    if (next)
+      next();
+  }
+
+  /// Fails every waiting request; later ones still run.
+  void close() {
+    std::deque<waiter> dropped;
+    {
+      std::lock_guard<std::mutex> guard(mtx);
+      closed = true;
+      dropped.swap(waiting);
+    }
+    for (auto& w : dropped) {
+      fetch_result r;
+      r.error = "cancelled: the Places client is shutting down";
+      w.fail(std::move(r));
+    }
+  }
+};
+
 struct places_client::impl {
   context_chooser choose;
   std::shared_ptr<const shared_state> state;
   /// The one of the two that the endpoint's scheme uses.
   std::shared_ptr<idle_pool<plain_stream>> plain;
   std::shared_ptr<idle_pool<tls_stream>> secure;
+  std::shared_ptr<in_flight_limit> limit;
 };
 
 places_client::places_client(asio::io_context& ioc, places_settings settings)
@@ -777,7 +861,9 @@ places_client::places_client(context_chooser choose, places_settings settings) {
                                "': " + describe(ec));
   }
   const bool tls = ep.tls;
-  impl_.reset(new impl{std::move(choose), std::move(state), nullptr, nullptr});
+  impl_.reset(
+      new impl{std::move(choose), std::move(state), nullptr, nullptr,
+               std::make_shared<in_flight_limit>(settings.max_in_flight)});
   if (tls)
     impl_->secure = std::make_shared<idle_pool<tls_stream>>(
         settings.max_idle, settings.idle_timeout);
@@ -787,6 +873,7 @@ places_client::places_client(context_chooser choose, places_settings settings) {
 }
 
 places_client::~places_client() {
+  impl_->limit->close();
   if (impl_->plain)
     impl_->plain->close();
   if (impl_->secure)
@@ -806,12 +893,33 @@ void places_client::nearby_search(std::string_view lat, std::string_view lng,
   target += "&key=";
   target += state.encoded_key;
 
+  const auto deadline = steady::now() + state.timeout;
+  in_flight_limit::waiter w;
+  w.fail = done; // a waiting request never took a slot
+  w.deadline = deadline;
+  w.timeout = state.timeout;
+  // The caller hears the result, then the slot goes to the next in line:
+  // results come back in the order the requests ended.
+  places_client::callback finished = [limit = impl_->limit,
+                                      done = std::move(done)](fetch_result r) {
+    done(std::move(r));
+    limit->release();
+  };
+  auto start = [choose = impl_->choose, state = impl_->state,
+                target = std::move(target), deadline,
+                finished = std::move(finished)](auto& pool) mutable {
+    start_session(choose, state, pool, std::move(target), std::move(finished),
+                  deadline);
+  };
   if (impl_->secure)
-    start_session(impl_->choose, impl_->state, impl_->secure, std::move(target),
-                  std::move(done));
+    w.start = [start = std::move(start), pool = impl_->secure]() mutable {
+      start(pool);
+    };
   else
-    start_session(impl_->choose, impl_->state, impl_->plain, std::move(target),
-                  std::move(done));
+    w.start = [start = std::move(start), pool = impl_->plain]() mutable {
+      start(pool);
+    };
+  impl_->limit->submit(std::move(w));
 }
 
 const std::string& places_client::endpoint() const noexcept {
@@ -828,6 +936,11 @@ places_stats places_client::stats() const noexcept {
     read(*impl_->secure);
   else
     read(*impl_->plain);
+  auto& limit = *impl_->limit;
+  out.waited = limit.waited.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> guard(limit.mtx);
+  out.in_flight = limit.running;
+  out.waiting = limit.waiting.size();
   return out;
 }
 

@@ -45,12 +45,18 @@ struct places_settings {
   std::size_t max_idle = 256;
   /// An idle connection older than this is closed instead of reused.
   std::chrono::milliseconds idle_timeout{30000};
+  /// Requests upstream at once; more wait, first come first served, and
+  /// their wait counts against `timeout`. 0: no limit.
+  std::size_t max_in_flight = 512;
 };
 
 /// Connection counters of one client since it was created.
 struct places_stats {
   std::uint64_t connections_opened = 0; ///< TCP connections established
   std::uint64_t connections_reused = 0; ///< requests sent on an idle one
+  std::uint64_t in_flight = 0;          ///< requests upstream now
+  std::uint64_t waiting = 0;            ///< requests waiting for a slot now
+  std::uint64_t waited = 0;             ///< requests that had to wait, ever
 };
 
 /// What came back from one upstream call. `ok` means an HTTP response was
@@ -93,7 +99,10 @@ class places_client {
   /// The request goes out on the most recently idle connection when there is
   /// one that the server has not closed (a failure on it before any response
   /// byte is retried once on a new connection, within the same deadline),
-  /// else on a new connection.
+  /// else on a new connection. With max_in_flight requests already upstream
+  /// it waits for one of them to finish; the deadline runs from this call.
+  /// Requests still waiting when the client is destroyed complete with the
+  /// error "cancelled".
   void nearby_search(std::string_view lat, std::string_view lng,
                      std::string_view radius_m, callback done);
 

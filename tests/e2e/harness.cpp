@@ -443,6 +443,8 @@ std::string config_json(const config_spec& spec) {
       places["ca_file"] = *p.ca_file;
     if (p.timeout_ms)
       places["timeout_ms"] = *p.timeout_ms;
+    if (p.max_in_flight)
+      places["max_in_flight"] = *p.max_in_flight;
     root["places"] = std::move(places);
   }
   if (spec.threads)

@@ -160,6 +160,7 @@ struct places_spec {
   std::optional<std::string> key_env;
   std::optional<std::string> ca_file;
   std::optional<unsigned> timeout_ms;
+  std::optional<unsigned> max_in_flight;
 };
 
 struct limits_spec {

@@ -513,6 +513,85 @@ TEST_CASE("a burst of WHATSATs in one write keeps no more Places requests "
   CHECK(most.load() <= limit + limit / 2);
 }
 
+TEST_CASE("places.max_in_flight keeps the node's upstream calls at the "
+          "limit, and /metrics shows the ones that wait") {
+  constexpr int limit = 2;
+  constexpr int connections = 4;
+  constexpr int per_connection = 3;
+  stub_options slow = stubbed_node::with_results(20);
+  slow.delay_ms = 100;
+  auto admin_port = free_port();
+  stubbed_node n(slow, [&](config_spec& spec) {
+    REQUIRE(spec.places.has_value());
+    spec.places->max_in_flight = limit;
+    spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+  });
+  REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
+  std::vector<std::unique_ptr<client>> clients;
+  for (int i = 0; i < connections; ++i)
+    clients.push_back(std::make_unique<client>(n.port()));
+  auto at = locate(*clients[0], kiwi);
+
+  auto gauge = [](const std::string& text, const std::string& name) {
+    auto needle = name + "{server=\"Alpha\"} ";
+    auto pos = text.find(needle);
+    return pos == std::string::npos
+               ? -1L
+               : std::stol(text.substr(pos + needle.size()));
+  };
+  std::atomic<bool> done{false};
+  std::atomic<long> most_in_flight{0}, most_waiting{0};
+  std::atomic<int> samples{0};
+  std::thread sampler([&] {
+    while (!done.load()) {
+      int status = 0;
+      auto text = http_get(admin_port, "/metrics", status);
+      auto in_flight = gauge(text, "herd_places_in_flight");
+      auto waiting = gauge(text, "herd_places_waiting");
+      if (status != 200 || in_flight < 0 || waiting < 0)
+        continue;
+      most_in_flight.store(std::max(most_in_flight.load(), in_flight));
+      most_waiting.store(std::max(most_waiting.load(), waiting));
+      ++samples;
+    }
+  });
+  struct joiner {
+    std::atomic<bool>& done;
+    std::thread& t;
+    ~joiner() {
+      done.store(true);
+      if (t.joinable())
+        t.join();
+    }
+  } join_sampler{done, sampler};
+
+  std::string burst;
+  for (int i = 0; i < per_connection; ++i)
+    burst += "WHATSAT " + kiwi + " 10 1\n";
+  for (auto& c : clients)
+    c->send(burst);
+  for (auto& c : clients)
+    for (int i = 0; i < per_connection; ++i) {
+      auto r = read_whatsat(*c);
+      REQUIRE(r.at_line + "\n" == at);
+      REQUIRE(r.status() == "OK");
+    }
+  done.store(true);
+  sampler.join();
+  int status = 0;
+  auto text = http_get(admin_port, "/metrics", status);
+  REQUIRE(status == 200);
+  INFO(samples.load() << " samples; last /metrics:\n" << text);
+  REQUIRE(samples.load() > 0);
+  CHECK(most_in_flight.load() <= limit);
+  CHECK(most_waiting.load() > 0);
+  CHECK(gauge(text, "herd_places_in_flight") == 0);
+  CHECK(gauge(text, "herd_places_waiting") == 0);
+  auto waited = text.find("herd_places_waited_total{server=\"Alpha\"} ");
+  REQUIRE(waited != std::string::npos);
+  CHECK(std::stol(text.substr(text.find("} ", waited) + 2)) > 0);
+}
+
 TEST_CASE("WHATSAT works over HTTPS with the certificate from places.ca_file") {
   temp_dir dir;
   auto cert = make_self_signed_cert(dir, "stub");

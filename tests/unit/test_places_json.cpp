@@ -1598,3 +1598,136 @@ TEST_CASE("HTTPS connections are reused too") {
   server.stop();
   CHECK(server.seen().sni == "localhost");
 }
+
+TEST_CASE("with max_in_flight, searches past it wait and go out in arrival "
+          "order as earlier ones finish") {
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::keep_alive, 8);
+  asio::io_context ioc;
+  auto settings = settings_for(local_url("http", server.port()));
+  settings.max_in_flight = 2;
+  herd::net::places_client client(ioc, settings);
+  std::vector<int> finished;
+  int good = 0;
+  for (int i = 0; i < 8; ++i)
+    client.nearby_search("+1", "+2", std::to_string(i + 1),
+                         [&, i](herd::net::fetch_result r) {
+                           finished.push_back(i);
+                           good += r.ok && r.body == body;
+                         });
+  // Nothing has run yet: two are on their way, six wait.
+  auto before = client.stats();
+  CHECK(before.in_flight == 2);
+  CHECK(before.waiting == 6);
+  CHECK(before.waited == 6);
+  ioc.run_for(std::chrono::seconds(20));
+  REQUIRE(finished.size() == 8);
+  CHECK(good == 8);
+  // The first two raced each other; every later one started only when one
+  // finished, in the order they were asked for.
+  CHECK(std::vector<int>(finished.begin() + 2, finished.end()) ==
+        std::vector<int>{2, 3, 4, 5, 6, 7});
+  auto after = client.stats();
+  CHECK(after.in_flight == 0);
+  CHECK(after.waiting == 0);
+  CHECK(after.waited == 6);
+  server.stop();
+  CHECK(server.seen().count.load() == 8);
+}
+
+TEST_CASE("a search's wait for a free slot counts against its deadline") {
+  asio::io_context ioc;
+  tcp::acceptor acceptor(ioc,
+                         tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket peer(ioc);
+  acceptor.async_accept(peer, [](beast::error_code) {}); // never answers
+  const auto timeout = std::chrono::milliseconds(1000);
+  auto settings = settings_for(
+      local_url("http", acceptor.local_endpoint().port()), timeout);
+  settings.max_in_flight = 1;
+  herd::net::places_client client(ioc, settings);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<herd::net::fetch_result> results;
+  std::vector<std::chrono::steady_clock::duration> when;
+  for (int i = 0; i < 2; ++i)
+    client.nearby_search("+1", "+2", "3", [&](herd::net::fetch_result r) {
+      when.push_back(std::chrono::steady_clock::now() - start);
+      results.push_back(std::move(r));
+    });
+  ioc.run_for(std::chrono::seconds(10));
+  REQUIRE(results.size() == 2);
+  CHECK_FALSE(results[0].ok);
+  CHECK(results[0].error == "timeout after 1000 ms (during read)");
+  CHECK_FALSE(results[1].ok);
+  CHECK(results[1].error ==
+        "timeout after 1000 ms (waiting for a free upstream slot)");
+  // The second waited out the first's whole deadline, which was its own
+  // too: it ends with the first, not a full timeout later.
+  CHECK(when[1] >= timeout);
+  CHECK(when[1] < timeout + std::chrono::milliseconds(800));
+}
+
+TEST_CASE("searches still waiting when the client goes away fail with "
+          "\"cancelled\"; the one in flight completes") {
+  const std::string body = places_body(1);
+  threaded_server server([&](const auto&) { return ok_response(body); },
+                         server_mode::keep_alive, 1);
+  asio::io_context ioc;
+  auto settings = settings_for(local_url("http", server.port()));
+  settings.max_in_flight = 1;
+  std::vector<herd::net::fetch_result> results(3);
+  std::vector<int> calls(3, 0);
+  {
+    herd::net::places_client client(ioc, settings);
+    for (int i = 0; i < 3; ++i)
+      client.nearby_search("+1", "+2", "3", [&, i](herd::net::fetch_result r) {
+        ++calls[static_cast<size_t>(i)];
+        results[static_cast<size_t>(i)] = std::move(r);
+      });
+  }
+  // The two that waited were failed by the destructor, before any I/O.
+  CHECK(calls == std::vector<int>{0, 1, 1});
+  for (int i = 1; i < 3; ++i) {
+    CHECK_FALSE(results[static_cast<size_t>(i)].ok);
+    CHECK(results[static_cast<size_t>(i)].error.rfind("cancelled", 0) == 0);
+  }
+  ioc.run_for(std::chrono::seconds(20));
+  CHECK(calls == std::vector<int>{1, 1, 1});
+  CHECK(results[0].ok);
+  CHECK(results[0].body == body);
+}
+
+TEST_CASE("a long queue whose deadlines all passed fails at once, without "
+          "recursing once per waiting search") {
+  asio::io_context ioc;
+  tcp::acceptor acceptor(ioc,
+                         tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket peer(ioc);
+  acceptor.async_accept(peer, [](beast::error_code) {}); // never answers
+  auto settings =
+      settings_for(local_url("http", acceptor.local_endpoint().port()),
+                   std::chrono::milliseconds(200));
+  settings.max_in_flight = 1;
+  herd::net::places_client client(ioc, settings);
+  // Far more than a stack holds frames: one completion ending them one
+  // after the other, each inside the last, would overflow it.
+  constexpr int searches = 200000;
+  int timed_out_waiting = 0, timed_out = 0, calls = 0;
+  for (int i = 0; i < searches; ++i)
+    client.nearby_search("+1", "+2", "3", [&](herd::net::fetch_result r) {
+      ++calls;
+      timed_out += r.error.rfind("timeout after 200 ms", 0) == 0;
+      timed_out_waiting +=
+          r.error == "timeout after 200 ms (waiting for a free upstream slot)";
+    });
+  CHECK(client.stats().waiting == searches - 1);
+  ioc.run_for(std::chrono::seconds(10));
+  CHECK(calls == searches);
+  CHECK(timed_out == searches);
+  // Most expire in the queue; the last few asked for may still have time
+  // left when the first ends, and go out (and time out) one by one.
+  CHECK(timed_out_waiting > searches / 2);
+  CHECK(client.stats().in_flight == 0);
+  CHECK(client.stats().waiting == 0);
+}
