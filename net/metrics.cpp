@@ -187,10 +187,8 @@ std::function<places_load()>& places_source() {
   static std::function<places_load()> source;
   return source;
 }
-} // namespace
 
-snapshot take_snapshot() {
-  snapshot s;
+void sum_blocks(snapshot& s) {
   auto& list = all_blocks();
   std::lock_guard<std::mutex> guard(list.mtx);
   auto rd = [](const std::atomic<uint64_t>& x) {
@@ -214,6 +212,14 @@ snapshot take_snapshot() {
     for (size_t i = 0; i < histogram::buckets; ++i)
       s.places_latency[i] += rd(b->places_latency.counts[i]);
   }
+}
+
+} // namespace
+
+snapshot take_snapshot() {
+  snapshot s;
+  sum_blocks(s);
+  // Outside the blocks' lock: the source may take locks of its own.
   if (places_source()) {
     auto load = places_source()();
     s.places_in_flight = load.in_flight;

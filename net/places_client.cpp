@@ -750,50 +750,75 @@ struct in_flight_limit {
   bool closed = false;
   std::atomic<std::uint64_t> waited{0};
 
-  /// Runs `w.start` now if there is room, else queues it.
+  /// Runs `w.start` now if there is room (or the client is closing: then
+  /// nothing would ever start a waiting one), else queues it.
   void submit(waiter w) {
     {
       std::lock_guard<std::mutex> guard(mtx);
-      if (max != 0 && running >= max) {
+      if (max != 0 && running >= max && !closed) {
         waiting.push_back(std::move(w));
         waited.fetch_add(1, std::memory_order_relaxed);
         return;
       }
       ++running;
     }
-    w.start();
+    try {
+      w.start();
+    } catch (...) {
+      release(); // a request that cannot start gives its slot back
+      throw;
+    }
   }
 
   /// A request finished: its slot goes to the oldest waiting one whose
-  /// deadline has not passed; those before it whose deadline went by in
-  /// the queue fail, here and not through a chain of completions.
-  void release() {
-    std::vector<waiter> expired;
-    std::function<void()> next;
-    {
-      std::lock_guard<std::mutex> guard(mtx);
-      const auto now = steady::now();
-      while (!closed && !waiting.empty()) {
-        auto& front = waiting.front();
-        if (now < front.deadline) {
-          next = std::move(front.start);
+  /// deadline has not passed. Those before it whose deadline went by in the
+  /// queue fail here (in a loop, not through a chain of completions), and
+  /// so does one that cannot start (out of memory), its slot going on to
+  /// the next. Never throws: it runs when a request ends.
+  void release() noexcept {
+    for (;;) {
+      std::vector<waiter> expired;
+      std::optional<waiter> next;
+      {
+        std::lock_guard<std::mutex> guard(mtx);
+        const auto now = steady::now();
+        while (!closed && !waiting.empty()) {
+          auto& front = waiting.front();
+          if (now < front.deadline) {
+            next.emplace(std::move(front));
+            waiting.pop_front();
+            break;
+          }
+          expired.push_back(std::move(front));
           waiting.pop_front();
-          break;
         }
-        expired.push_back(std::move(front));
-        waiting.pop_front();
+        if (!next)
+          --running;
       }
+      for (auto& w : expired)
+        fail(w, "timeout after " + std::to_string(w.timeout.count()) +
+                    " ms (waiting for a free upstream slot)");
       if (!next)
-        --running;
+        return;
+      try {
+        next->start();
+        return;
+      } catch (const std::exception& e) {
+        fail(*next, std::string("cannot start: ") + e.what());
+      } catch (...) {
+        fail(*next, "cannot start");
+      }
     }
-    for (auto& w : expired) {
+  }
+
+  static void fail(waiter& w, std::string why) noexcept {
+    try {
       fetch_result r;
-      r.error = "timeout after " + std::to_string(w.timeout.count()) +
-                " ms (waiting for a free upstream slot)";
+      r.error = std::move(why);
       w.fail(std::move(r));
+    } catch (...) {
+      // The caller's callback could not take it; nothing is left to tell.
     }
-    if (next)
-      next();
   }
 
   /// Fails every waiting request; later ones still run.
@@ -804,11 +829,8 @@ struct in_flight_limit {
       closed = true;
       dropped.swap(waiting);
     }
-    for (auto& w : dropped) {
-      fetch_result r;
-      r.error = "cancelled: the Places client is shutting down";
-      w.fail(std::move(r));
-    }
+    for (auto& w : dropped)
+      fail(w, "cancelled: the Places client is shutting down");
   }
 };
 
@@ -902,8 +924,11 @@ void places_client::nearby_search(std::string_view lat, std::string_view lng,
   // results come back in the order the requests ended.
   places_client::callback finished = [limit = impl_->limit,
                                       done = std::move(done)](fetch_result r) {
+    struct give_back { // even if `done` throws
+      in_flight_limit& l;
+      ~give_back() { l.release(); }
+    } slot{*limit};
     done(std::move(r));
-    limit->release();
   };
   auto start = [choose = impl_->choose, state = impl_->state,
                 target = std::move(target), deadline,
