@@ -301,6 +301,17 @@ void connection::on_ready(bool hangup) {
 }
 
 void connection::try_read() {
+  try {
+    read_lines();
+  } catch (...) {
+    // A handler that throws (out of memory, a bug) costs its connection,
+    // not the io thread and every other connection on it.
+    if (handler_)
+      do_close(close_reason::server_close);
+  }
+}
+
+void connection::read_lines() {
   if (!handler_ || read_eof_ || (!ready_ && unread_.empty()))
     return;
   {
@@ -329,11 +340,15 @@ void connection::try_read() {
     }
     if (!unread_.empty()) {
       // Lines held back when the last read had more than the limit allowed.
-      std::string held;
-      held.swap(unread_);
-      deliver(held.data(), held.size(), realtime_ns());
+      size_t used = deliver(unread_.data() + unread_pos_,
+                            unread_.size() - unread_pos_, realtime_ns());
       if (!handler_)
         return; // closed (a line too long)
+      unread_pos_ += used;
+      if (unread_pos_ == unread_.size()) {
+        std::string().swap(unread_);
+        unread_pos_ = 0;
+      }
       continue;
     }
     if (!ready_)
@@ -362,9 +377,13 @@ void connection::try_read() {
       do_close(close_reason::peer_reset);
       return;
     }
-    deliver(buf, n, realtime_ns());
+    size_t used = deliver(buf, n, realtime_ns());
     if (!handler_)
       return; // closed (a line too long)
+    if (used < n) {
+      unread_.assign(buf + used, buf + n);
+      unread_pos_ = 0;
+    }
     // A short read took everything there was: the next arrival raises a
     // new edge. After a hang-up no edge comes for the EOF, so read on.
     if (n < read_buffer_size && !hangup_)
@@ -376,7 +395,7 @@ void connection::try_read() {
   }
 }
 
-void connection::deliver(const char* data, size_t size, int64_t now_ns) {
+size_t connection::deliver(const char* data, size_t size, int64_t now_ns) {
   const size_t max_line_limit = max_line_bytes_.load();
   // However many lines one read holds, hand over only as many as the
   // pending-lines limit has room for: one 64 KiB read of short lines is
@@ -392,9 +411,12 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
   const char* pos = data;
   while (pos < end) {
     if (ends.size() == room) {
-      unread_.assign(pos, end);
-      pos = end;
-      break;
+      // The rest waits: its lines are handed over as answers make room.
+      if (!ends.empty()) {
+        pending_lines_ += static_cast<uint32_t>(ends.size());
+        handler_->on_lines(std::move(bytes), std::move(ends), now_ns);
+      }
+      return static_cast<size_t>(pos - data);
     }
     auto* nl = static_cast<const char*>(std::memchr(pos, '\n', end - pos));
     if (nl == nullptr)
@@ -402,10 +424,13 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
     size_t len = static_cast<size_t>(nl - pos);
     if (partial_.size() + len > max_line_limit) {
       do_close(close_reason::line_too_long);
-      return;
+      return size;
     }
     if (bytes.empty() && ends.empty())
-      bytes.reserve(partial_.size() + static_cast<size_t>(end - pos));
+      // Room for all of it, unless only a few lines may go (then they are
+      // likely short: they grow the string if not).
+      bytes.reserve(partial_.size() +
+                    std::min(static_cast<size_t>(end - pos), room * 128));
     size_t line_start = bytes.size();
     if (!partial_.empty()) {
       bytes += partial_;
@@ -421,7 +446,7 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
   if (pos < end) {
     if (partial_.size() + static_cast<size_t>(end - pos) > max_line_limit) {
       do_close(close_reason::line_too_long);
-      return;
+      return size;
     }
     partial_.append(pos, end);
   }
@@ -429,6 +454,7 @@ void connection::deliver(const char* data, size_t size, int64_t now_ns) {
     pending_lines_ += static_cast<uint32_t>(ends.size());
     handler_->on_lines(std::move(bytes), std::move(ends), now_ns);
   }
+  return size;
 }
 
 void connection::send(std::string bytes, uint32_t answered) {
@@ -600,8 +626,8 @@ void connection::do_close(close_reason why) {
   }
   partial_.clear();
   partial_.shrink_to_fit();
-  unread_.clear();
-  unread_.shrink_to_fit();
+  std::string().swap(unread_);
+  unread_pos_ = 0;
   ready_ = false;
   asio::use_service<read_reactor>(socket_.get_executor().context())
       .remove(this);
@@ -717,7 +743,12 @@ void listener::accept_next() {
       });
       return;
     }
-    self->on_accept_(std::move(socket));
+    try {
+      self->on_accept_(std::move(socket));
+    } catch (...) {
+      // The connection is dropped (its socket closes with it); the
+      // listener goes on.
+    }
     self->accept_next();
   });
 }

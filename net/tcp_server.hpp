@@ -135,7 +135,11 @@ class connection : public std::enable_shared_from_this<connection> {
 
  private:
   void try_read();
-  void deliver(const char* data, size_t size, int64_t now_ns);
+  void read_lines(); ///< try_read, which contains what it throws
+  /// Hands over the lines in `data` (as many as max_pending_lines has room
+  /// for) and keeps an incomplete last line; returns the bytes used, less
+  /// than `size` when lines were left for later.
+  size_t deliver(const char* data, size_t size, int64_t now_ns);
   void write_some();                   // requires mtx_
   void close_locked(close_reason why); // requires mtx_; handler called later
   void do_close(close_reason why);
@@ -147,11 +151,12 @@ class connection : public std::enable_shared_from_this<connection> {
   std::string remote_;
   std::shared_ptr<connection_handler> handler_;
   std::string partial_; ///< an incomplete last line (io thread only)
-  /// Bytes read but not yet handed over, because handing over their lines
-  /// would have taken the connection past max_pending_lines: one read's
-  /// worth at most. Handed over before the socket is read again, and
-  /// before its EOF counts (io thread only).
+  /// Bytes read but not yet handed over, from unread_pos_ on, because
+  /// handing over their lines would have taken the connection past
+  /// max_pending_lines: one read's worth at most. Handed over before the
+  /// socket is read again, and before its EOF counts (io thread only).
   std::string unread_;
+  size_t unread_pos_ = 0;
   std::atomic<uint32_t> max_line_bytes_;
   /// Readable and not yet read dry (the reactor is edge-triggered: it says
   /// so once per arrival). io thread only.
