@@ -64,12 +64,21 @@ places_request_actor::behavior_type places_request(
   self->attach_functor(
       [] { metrics::actor_quit(metrics::actor_kind::places_request); });
   // The completion runs on an io thread: it only forwards to this actor.
-  st.node->places->nearby_search(
-      st.query.latitude, st.query.longitude, st.query.radius_m,
-      [handle =
-           caf::actor_cast<places_request_actor>(self)](net::fetch_result r) {
-        caf::anon_send(handle, fetched_atom::value, std::move(r));
-      });
+  auto handle = caf::actor_cast<places_request_actor>(self);
+  try {
+    st.node->places->nearby_search(
+        st.query.latitude, st.query.longitude, st.query.radius_m,
+        [handle](net::fetch_result r) {
+          caf::anon_send(handle, fetched_atom::value, std::move(r));
+        });
+  } catch (const std::exception& e) {
+    // Could not even start (out of memory): the client still gets its
+    // reply, an UNKNOWN_ERROR saying so, and its later replies are not
+    // held behind this one for ever.
+    net::fetch_result failed;
+    failed.error = std::string("cannot start: ") + e.what();
+    caf::anon_send(handle, fetched_atom::value, std::move(failed));
+  }
   return {
       [self](fetched_atom, net::fetch_result& result) {
         metrics::handler_scope scope(metrics::actor_kind::places_request, 0);
