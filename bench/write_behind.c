@@ -62,7 +62,8 @@ static int run(const char* path, long long total, int drop) {
   printf("%-11s %lld MB: %.2f s system, %.2f s wall\n",
          drop ? "drop-behind" : "plain", total >> 20,
          seconds(r1.ru_stime) - seconds(r0.ru_stime),
-         (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+         (double)(t1.tv_sec - t0.tv_sec) +
+             (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
   return 0;
 }
 
@@ -78,7 +79,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   char path[4096];
-  snprintf(path, sizeof path, "%s/write-behind-bench.%d", argv[1], (int)getpid());
+  snprintf(path, sizeof path, "%s/write-behind-bench.%d", argv[1],
+           (int)getpid());
   for (int r = 0; r < rounds; ++r)
     for (int drop = 0; drop < 2; ++drop)
       if (run(path, mb << 20, drop) != 0)
