@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake g++ ninja-build ccache pkg-config libcaf-dev libboost1.81-dev
   libboost-json1.81-dev libspdlog-dev libjemalloc-dev catch2 libssl-dev openssl python3
-  netcat-openbsd)
+  netcat-openbsd clang-format)
 
 missing=()
 for p in "${packages[@]}"; do
