@@ -24,7 +24,8 @@
 #   one-core machine), DURATION (3) and WARMUP (1) seconds,
 #   STUB_RESULTS (unset: no places-stub; set, e.g. 20, for a WHATSAT mix:
 #   a places-stub with that many results runs on BENCH_CPU),
-#   BUILD_DIR (build): where herd-bench and places-stub are.
+#   BUILD_DIR (build): where herd-bench and places-stub are,
+#   AB_JSON (unset): a file to write the rounds and medians to, as JSON.
 # herd-bench's own defaults apply unless the arguments after -- override
 # them (64 connections, depth 1, IAMAT only).
 # The nodes get a minimal config (one server, no links, metrics off), so an
@@ -152,9 +153,13 @@ PY
   echo "$line"
 done
 echo "binaries: $(for i in "${!nodes[@]}"; do printf '%s=%s ' "$(python3 -c "print('AB'[$i] if $i < 2 else $i)")" "${nodes[$i]}"; done)"
-python3 - "$tmp/rounds" <<'PY'
-import statistics, sys
+python3 - "$tmp/rounds" "${AB_JSON:-}" "${nodes[@]}" -- "${bench_args[@]}" <<'PY'
+import json, statistics, sys, time
 rows = [l.split() for l in open(sys.argv[1])]
+out_file = sys.argv[2]
+rest = sys.argv[3:]
+names = rest[:rest.index("--")]
+args = rest[rest.index("--") + 1:]
 runs = {}
 for r, i, tp, cpu in rows:
     runs.setdefault(int(i), {})[int(r)] = (float(tp), float(cpu))
@@ -163,6 +168,13 @@ for i in sorted(runs):
     v = runs[i].values()
     print("median %s: %.0f/s %.2f us" % (name(i), statistics.median(t for t, _ in v),
                                          statistics.median(c for _, c in v)))
+report = {"binaries": names, "herd_bench_args": args,
+          "rounds": [[{"throughput": runs[i][r][0], "cpu_us_per_reply": runs[i][r][1]}
+                      for i in sorted(runs)] for r in sorted(runs[0])],
+          "medians": [{"throughput": statistics.median(t for t, _ in runs[i].values()),
+                       "cpu_us_per_reply": statistics.median(c for _, c in runs[i].values())}
+                      for i in sorted(runs)],
+          "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 if len(runs) == 2:
     a, b = runs[0], runs[1]
     tp = [b[r][0] / a[r][0] for r in a if r in b]
@@ -171,4 +183,9 @@ if len(runs) == 2:
           "CPU per reply %s (median %.2f)" % (
               " ".join("%.2f" % x for x in tp), statistics.median(tp),
               " ".join("%.2f" % x for x in cpu), statistics.median(cpu)))
+    report["b_over_a"] = {"throughput": tp, "cpu_us_per_reply": cpu,
+                          "median_throughput": statistics.median(tp),
+                          "median_cpu_us_per_reply": statistics.median(cpu)}
+if out_file:
+    json.dump(report, open(out_file, "w"), indent=1)
 PY

@@ -18,6 +18,13 @@
 #            (log off), epoll and asyncio at each depth of SWEEP_DEPTHS,
 #            shorter runs -> bench/results/sweep-<server>-d<depth>.json and
 #            the plot docs/bench-throughput.png (scripts/plot_bench.py)
+#   pairs    the depth-1 bar on PAIR_ROUNDS alternating pairs: epoll and node
+#            (log off) one after the other under the same herd-bench command
+#            (CONNECTIONS connections, depth 1, DURATION s after 1 s), each
+#            round's node share of throughput and CPU per reply, and their
+#            medians: one run's ratio moves with the machine's load, the
+#            median of pairs much less (scripts/ab.sh does the rounds)
+#            -> bench/results/pairs-d1.json
 #   whatsat  WHATSAT through the node to places-stub (20 results a page,
 #            about 37 KB a body): herd-bench with WHATSAT_CONNECTIONS
 #            connections, bound 5; then the stub alone under wrk at the same
@@ -81,7 +88,7 @@
 #   NODE_PRELOAD (unset): a library the iamat, sweep and scaling nodes run
 #     with in LD_PRELOAD, such as another malloc (libtcmalloc_minimal.so.4)
 #   SWEEP_DEPTHS ("1 2 4 8 16 32"), SWEEP_SERVERS ("node epoll asyncio"),
-#   SWEEP_DURATION (3), SWEEP_WARMUP (1)
+#   SWEEP_DURATION (3), SWEEP_WARMUP (1), PAIR_ROUNDS (10)
 #   WHATSAT_CONNECTIONS (32), STUB_RESULTS (20), STUB_THREADS (1): the
 #     stand-in's I/O threads (it runs with herd-bench, on BENCH_CPU)
 #   FLOOD_RATE (20000), FLOOD_SAMPLES (200), FLOOD_INTERVAL_MS (20),
@@ -94,12 +101,12 @@
 #   BENCH_CPU (0), SERVER_CPU (1), BUILD_DIR (build), SKIP_BUILD=1 to skip
 #   scripts/setup.sh, NO_PLOT=1 to skip the plot.
 # wrk (whatsat) and python3-matplotlib (the plot) are installed with apt-get
-# when missing. The defaults take about 4 minutes after the build (iamat 1,
-# sweep 1.5, whatsat 0.25, flood 0.3, scaling 0.4, memory 0.3).
+# when missing. The defaults take about 6 minutes after the build (iamat 1,
+# sweep 1.5, pairs 2.2, whatsat 0.25, flood 0.3, scaling 0.4, memory 0.3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_sections="iamat sweep whatsat flood scaling memory"
+all_sections="iamat sweep pairs whatsat flood scaling memory"
 sections=${SECTIONS:-$all_sections}
 duration=${DURATION:-5}
 warmup=${WARMUP:-2}
@@ -111,6 +118,7 @@ sweep_depths=${SWEEP_DEPTHS:-1 2 4 8 16 32}
 sweep_servers=${SWEEP_SERVERS:-node epoll asyncio}
 sweep_duration=${SWEEP_DURATION:-3}
 sweep_warmup=${SWEEP_WARMUP:-1}
+pair_rounds=${PAIR_ROUNDS:-10}
 whatsat_connections=${WHATSAT_CONNECTIONS:-32}
 stub_results=${STUB_RESULTS:-20}
 stub_threads=${STUB_THREADS:-1}
@@ -507,6 +515,23 @@ if want sweep; then
   done
 fi
 
+# -- pairs --------------------------------------------------------------------
+if want pairs; then
+  rm -f "$results/pairs-d1.json"
+  echo "bench: pairs: epoll and node alternating, depth 1, $pair_rounds rounds" >&2
+  rc=0
+  ROUNDS=$pair_rounds DURATION=$duration WARMUP=1 LOG=false THREADS=$node_threads \
+    BUILD_DIR=$build SERVER_CPU=$server_cpu BENCH_CPU=$bench_cpu \
+    AB_JSON="$results/pairs-d1.json" \
+    scripts/ab.sh epoll "$build/herd-node" -- --connections "$connections" \
+    --depth 1 >"$tmp/pairs.out" 2>&1 || rc=$?
+  if [[ $rc == 0 && -s $results/pairs-d1.json ]]; then
+    echo "$results/pairs-d1.json" >>"$tmp/list-pairs"
+  else
+    bench_failed "pairs (scripts/ab.sh)" "$rc" "$tmp/pairs.out"
+  fi
+fi
+
 # -- whatsat ------------------------------------------------------------------
 if want whatsat; then
   read -ra spin <<<"$(pin "$server_cpu")"
@@ -854,6 +879,20 @@ for s in ("iamat", "sweep", "scaling"):
             print("             thread core shares %s" % (
                 ", ".join("%.2f %s" % (t["core_share"], t["thread"])
                           for t in shares[:6]) or "-"))
+for p in summary.get("pairs", []):
+    ab = p.get("b_over_a") or {}
+    tp, cpu = ab.get("throughput") or [], ab.get("cpu_us_per_reply") or []
+    if tp:
+        print()
+        print("pairs (depth 1, epoll then node, %d alternating rounds)" % len(tp))
+        print("  node / epoll throughput: median %.2f (%.2f-%.2f); "
+              "CPU per reply: median %.2f (%.2f-%.2f)" % (
+                  ab["median_throughput"], min(tp), max(tp),
+                  ab["median_cpu_us_per_reply"], min(cpu), max(cpu)))
+        m = p["medians"]
+        print("  medians: epoll %.0f/s %.2f us, node %.0f/s %.2f us" % (
+            m[0]["throughput"], m[0]["cpu_us_per_reply"],
+            m[1]["throughput"], m[1]["cpu_us_per_reply"]))
 for w in summary.get("whatsat", []):
     print()
     print("whatsat (node %s; stub, herd-bench %s)" % (
