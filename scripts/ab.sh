@@ -32,6 +32,7 @@
 # older build that lacks a newer config key still starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 nodes=()
 while (($#)) && [[ $1 != -- ]]; do
@@ -64,30 +65,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(1)
-PY
-}
-cpu_ticks() {
-  local stat rest
-  stat=$(<"/proc/$1/stat")
-  rest=${stat##*) }
-  read -ra f <<<"$rest"
-  echo $((f[11] + f[12]))
-}
 
 endpoint=
 if [[ -n ${STUB_RESULTS:-} ]]; then

@@ -105,6 +105,7 @@
 # sweep 1.5, pairs 2.2, whatsat 0.25, flood 0.3, scaling 0.4, memory 0.3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 all_sections="iamat sweep pairs whatsat flood scaling memory"
 sections=${SECTIONS:-$all_sections}
@@ -217,25 +218,6 @@ start_bg() {
   pids+=("$bg_pid")
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits up to 10 s until 127.0.0.1:$1 accepts connections.
-wait_port() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(1)
-PY
-}
-
 # Waits up to 10 s for "...:PORT" on the first line of file $1; prints PORT.
 port_from() {
   for _ in $(seq 200); do
@@ -259,15 +241,6 @@ thread_ticks() {
     comm=${stat#*(}
     echo "${t##*/} $((f[11] + f[12])) ${comm%)*}"
   done
-}
-
-# utime + stime of a process (all threads), in clock ticks.
-cpu_ticks() {
-  local stat rest
-  stat=$(<"/proc/$1/stat")
-  rest=${stat##*) }
-  read -ra f <<<"$rest"
-  echo $((f[11] + f[12]))
 }
 
 # node_config OUT PORTS LOG METRICS_S ENDPOINT: config/herd.json with the
