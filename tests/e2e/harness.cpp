@@ -895,4 +895,31 @@ std::string iamat(const std::string& client_id, const std::string& location,
   return "IAMAT " + client_id + " " + location + " " + time + "\n";
 }
 
+metrics_sampler::metrics_sampler(
+    std::uint16_t admin_port, std::function<void(const std::string&)> on_sample)
+    : thread_([this, admin_port, on_sample = std::move(on_sample)] {
+        while (!done_.load()) {
+          int status = 0;
+          auto text = http_get(admin_port, "/metrics", status);
+          if (status != 200)
+            continue;
+          on_sample(text);
+          ++samples_;
+        }
+      }) {}
+
+void metrics_sampler::stop() {
+  done_.store(true);
+  thread_.join();
+}
+
+long prometheus_value(const std::string& text, const std::string& series) {
+  auto needle = series + " ";
+  for (size_t pos = text.find(needle); pos != std::string::npos;
+       pos = text.find(needle, pos + 1))
+    if (pos == 0 || text[pos - 1] == '\n')
+      return std::stol(text.substr(pos + needle.size()));
+  return -1;
+}
+
 } // namespace e2e

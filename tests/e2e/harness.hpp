@@ -4,13 +4,16 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -235,6 +238,48 @@ class places_stub {
   std::uint16_t port_ = 0;
   bool tls_ = false;
 };
+
+/// A thread joined when it goes out of scope, however the test ends (a
+/// failed REQUIRE throws past the join a test would otherwise reach).
+class scoped_thread {
+ public:
+  template<class F> explicit scoped_thread(F&& f) : t_(std::forward<F>(f)) {}
+  ~scoped_thread() { join(); }
+  scoped_thread(const scoped_thread&) = delete;
+  scoped_thread& operator=(const scoped_thread&) = delete;
+  void join() {
+    if (t_.joinable())
+      t_.join();
+  }
+
+ private:
+  std::thread t_;
+};
+
+/// Reads GET /metrics on an admin port over and over from a thread of its
+/// own, handing every 200 answer to `on_sample` (on that thread), until
+/// stop() or the end of its scope.
+class metrics_sampler {
+ public:
+  metrics_sampler(std::uint16_t admin_port,
+                  std::function<void(const std::string&)> on_sample);
+  ~metrics_sampler() { stop(); }
+  metrics_sampler(const metrics_sampler&) = delete;
+  metrics_sampler& operator=(const metrics_sampler&) = delete;
+  /// Stops sampling and waits for the thread.
+  void stop();
+  /// Answers handed to on_sample so far.
+  int samples() const { return samples_.load(); }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::atomic<int> samples_{0};
+  scoped_thread thread_;
+};
+
+/// The value of the Prometheus series `series` (name and labels, as in
+/// `herd_places_waiting{server="Alpha"}`) in a /metrics text, or -1.
+long prometheus_value(const std::string& text, const std::string& series);
 
 /// A plain HTTP/1.1 GET over loopback (Connection: close); returns the body
 /// and sets `status`. Throws on a transport error or timeout.

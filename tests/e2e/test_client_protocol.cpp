@@ -300,15 +300,8 @@ TEST_CASE("a pipelined burst far over the pending-line limit and the read "
   // try_send: a send that cannot finish (replies not read) fails the test
   // instead of throwing on the writer thread.
   bool sent = false;
-  std::thread writer([&] { sent = c.try_send(burst); });
   // Joined however the reads below end (a read that times out throws).
-  struct joiner {
-    std::thread& t;
-    ~joiner() {
-      if (t.joinable())
-        t.join();
-    }
-  } join_writer{writer};
+  scoped_thread writer([&] { sent = c.try_send(burst); });
   int answered = 0;
   for (int i = 0; i < lines; ++i) {
     auto reply = c.read_line();
@@ -696,17 +689,10 @@ TEST_CASE("a client that reads slowly but steadily is not cut off by "
   one_node n(spec);
   client c(n.port());
   bool sent = true;
-  std::thread writer([&] {
+  scoped_thread writer([&] {
     for (int round = 0; round < stall_chunks && sent; ++round)
       sent = c.try_send(stall_chunk(round), 10000ms);
   });
-  struct joiner {
-    std::thread& t;
-    ~joiner() {
-      if (t.joinable())
-        t.join();
-    }
-  } join_writer{writer};
   // About 100,000 replies a second, slower than the node writes them, so
   // its queue grows, but never a pause of more than a few milliseconds.
   const int lines = stall_chunks * stall_chunk_lines;

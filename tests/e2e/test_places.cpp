@@ -10,7 +10,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 using namespace e2e;
@@ -464,33 +463,14 @@ TEST_CASE("a burst of WHATSATs in one write keeps no more Places requests "
   auto at = locate(c, kiwi);
 
   // Samples the Places requests alive until the replies are all read.
-  std::atomic<bool> done{false};
   std::atomic<long> most{0};
-  std::atomic<int> samples{0};
-  std::thread sampler([&] {
-    const std::string needle =
-        "herd_actors_alive{server=\"Alpha\",kind=\"places_request\"} ";
-    while (!done.load()) {
-      int status = 0;
-      auto text = http_get(admin_port, "/metrics", status);
-      auto pos = text.find(needle);
-      if (status == 200 && pos != std::string::npos) {
-        long alive = std::stol(text.substr(pos + needle.size()));
-        if (alive > most.load())
-          most.store(alive);
-        ++samples;
-      }
-    }
+  metrics_sampler sampler(admin_port, [&](const std::string& text) {
+    most.store(std::max(
+        most.load(),
+        prometheus_value(
+            text,
+            "herd_actors_alive{server=\"Alpha\",kind=\"places_request\"}")));
   });
-  struct joiner {
-    std::atomic<bool>& done;
-    std::thread& t;
-    ~joiner() {
-      done.store(true);
-      if (t.joinable())
-        t.join();
-    }
-  } join_sampler{done, sampler};
 
   std::string burst;
   for (int i = 0; i < lines; ++i)
@@ -502,10 +482,9 @@ TEST_CASE("a burst of WHATSATs in one write keeps no more Places requests "
     REQUIRE(r.at_line + "\n" == at);
     REQUIRE(r.status() == "OK");
   }
-  done.store(true);
-  sampler.join();
-  INFO(samples.load() << " samples of /metrics");
-  REQUIRE(samples.load() > 0);
+  sampler.stop();
+  INFO(sampler.samples() << " samples of /metrics");
+  REQUIRE(sampler.samples() > 0);
   // A request's actor ends just after its reply makes room for the next
   // line, so the count may pass the limit by the few ending at that moment;
   // handed over at once, the burst would have had hundreds alive.
@@ -532,38 +511,15 @@ TEST_CASE("places.max_in_flight keeps the node's upstream calls at the "
     clients.push_back(std::make_unique<client>(n.port()));
   auto at = locate(*clients[0], kiwi);
 
-  auto gauge = [](const std::string& text, const std::string& name) {
-    auto needle = name + "{server=\"Alpha\"} ";
-    auto pos = text.find(needle);
-    return pos == std::string::npos
-               ? -1L
-               : std::stol(text.substr(pos + needle.size()));
-  };
-  std::atomic<bool> done{false};
+  const std::string in_flight = "herd_places_in_flight{server=\"Alpha\"}";
+  const std::string waiting = "herd_places_waiting{server=\"Alpha\"}";
   std::atomic<long> most_in_flight{0}, most_waiting{0};
-  std::atomic<int> samples{0};
-  std::thread sampler([&] {
-    while (!done.load()) {
-      int status = 0;
-      auto text = http_get(admin_port, "/metrics", status);
-      auto in_flight = gauge(text, "herd_places_in_flight");
-      auto waiting = gauge(text, "herd_places_waiting");
-      if (status != 200 || in_flight < 0 || waiting < 0)
-        continue;
-      most_in_flight.store(std::max(most_in_flight.load(), in_flight));
-      most_waiting.store(std::max(most_waiting.load(), waiting));
-      ++samples;
-    }
+  metrics_sampler sampler(admin_port, [&](const std::string& text) {
+    most_in_flight.store(
+        std::max(most_in_flight.load(), prometheus_value(text, in_flight)));
+    most_waiting.store(
+        std::max(most_waiting.load(), prometheus_value(text, waiting)));
   });
-  struct joiner {
-    std::atomic<bool>& done;
-    std::thread& t;
-    ~joiner() {
-      done.store(true);
-      if (t.joinable())
-        t.join();
-    }
-  } join_sampler{done, sampler};
 
   std::string burst;
   for (int i = 0; i < per_connection; ++i)
@@ -576,20 +532,18 @@ TEST_CASE("places.max_in_flight keeps the node's upstream calls at the "
       REQUIRE(r.at_line + "\n" == at);
       REQUIRE(r.status() == "OK");
     }
-  done.store(true);
-  sampler.join();
+  sampler.stop();
   int status = 0;
   auto text = http_get(admin_port, "/metrics", status);
   REQUIRE(status == 200);
-  INFO(samples.load() << " samples; last /metrics:\n" << text);
-  REQUIRE(samples.load() > 0);
+  INFO(sampler.samples() << " samples; last /metrics:\n" << text);
+  REQUIRE(sampler.samples() > 0);
   CHECK(most_in_flight.load() <= limit);
   CHECK(most_waiting.load() > 0);
-  CHECK(gauge(text, "herd_places_in_flight") == 0);
-  CHECK(gauge(text, "herd_places_waiting") == 0);
-  auto waited = text.find("herd_places_waited_total{server=\"Alpha\"} ");
-  REQUIRE(waited != std::string::npos);
-  CHECK(std::stol(text.substr(text.find("} ", waited) + 2)) > 0);
+  CHECK(prometheus_value(text, in_flight) == 0);
+  CHECK(prometheus_value(text, waiting) == 0);
+  CHECK(prometheus_value(text, "herd_places_waited_total{server=\"Alpha\"}") >
+        0);
 }
 
 TEST_CASE("WHATSAT works over HTTPS with the certificate from places.ca_file") {
