@@ -72,9 +72,10 @@ places_request_actor::behavior_type places_request(
           caf::anon_send(handle, fetched_atom::value, std::move(r));
         });
   } catch (const std::exception& e) {
-    // Could not even start (out of memory): the client still gets its
-    // reply, an UNKNOWN_ERROR saying so, and its later replies are not
-    // held behind this one for ever.
+    // The request could not even be put together (out of memory; one
+    // that cannot start completes through the callback): the client still
+    // gets its reply, an UNKNOWN_ERROR saying so, and its later replies are
+    // not held behind this one for ever.
     net::fetch_result failed;
     failed.error = std::string("cannot start: ") + e.what();
     caf::anon_send(handle, fetched_atom::value, std::move(failed));

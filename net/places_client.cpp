@@ -762,12 +762,21 @@ struct in_flight_limit {
       }
       ++running;
     }
+    start_or_fail(w);
+  }
+
+  /// Starts a request that holds a slot; one that cannot start (out of
+  /// memory) completes with the reason, and its slot goes to the next.
+  void start_or_fail(waiter& w) noexcept {
     try {
       w.start();
+      return;
+    } catch (const std::exception& e) {
+      fail(w, std::string("cannot start: ") + e.what());
     } catch (...) {
-      release(); // a request that cannot start gives its slot back
-      throw;
+      fail(w, "cannot start");
     }
+    release();
   }
 
   /// A request finished: its slot goes to the oldest waiting one whose
@@ -776,39 +785,29 @@ struct in_flight_limit {
   /// so does one that cannot start (out of memory), its slot going on to
   /// the next. Never throws: it runs when a request ends.
   void release() noexcept {
-    for (;;) {
-      std::vector<waiter> expired;
-      std::optional<waiter> next;
-      {
-        std::lock_guard<std::mutex> guard(mtx);
-        const auto now = steady::now();
-        while (!closed && !waiting.empty()) {
-          auto& front = waiting.front();
-          if (now < front.deadline) {
-            next.emplace(std::move(front));
-            waiting.pop_front();
-            break;
-          }
-          expired.push_back(std::move(front));
+    std::vector<waiter> expired;
+    std::optional<waiter> next;
+    {
+      std::lock_guard<std::mutex> guard(mtx);
+      const auto now = steady::now();
+      while (!closed && !waiting.empty()) {
+        auto& front = waiting.front();
+        if (now < front.deadline) {
+          next.emplace(std::move(front));
           waiting.pop_front();
+          break;
         }
-        if (!next)
-          --running;
+        expired.push_back(std::move(front));
+        waiting.pop_front();
       }
-      for (auto& w : expired)
-        fail(w, "timeout after " + std::to_string(w.timeout.count()) +
-                    " ms (waiting for a free upstream slot)");
       if (!next)
-        return;
-      try {
-        next->start();
-        return;
-      } catch (const std::exception& e) {
-        fail(*next, std::string("cannot start: ") + e.what());
-      } catch (...) {
-        fail(*next, "cannot start");
-      }
+        --running;
     }
+    for (auto& w : expired)
+      fail(w, "timeout after " + std::to_string(w.timeout.count()) +
+                  " ms (waiting for a free upstream slot)");
+    if (next)
+      start_or_fail(*next);
   }
 
   static void fail(waiter& w, std::string why) noexcept {

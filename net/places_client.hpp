@@ -102,7 +102,8 @@ class places_client {
   /// else on a new connection. With max_in_flight requests already upstream
   /// it waits for one of them to finish; the deadline runs from this call.
   /// Requests still waiting when the client is destroyed complete with the
-  /// error "cancelled".
+  /// error "cancelled", and one that cannot start (out of memory) with
+  /// "cannot start: ...".
   void nearby_search(std::string_view lat, std::string_view lng,
                      std::string_view radius_m, callback done);
 
