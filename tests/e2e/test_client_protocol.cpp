@@ -649,6 +649,16 @@ namespace {
 constexpr int stall_chunks = 40;
 constexpr int stall_chunk_lines = 5000;
 
+/// A node whose output limit is out of the way, so that the write timeout
+/// (500 ms) is what ends a connection that stops reading.
+config_spec stall_spec() {
+  auto spec = single_node_config();
+  spec.limits = limits_spec{};
+  spec.limits->max_output_bytes = 64u << 20;
+  spec.limits->write_timeout_ms = 500;
+  return spec;
+}
+
 std::string stall_chunk(int round) {
   std::string chunk;
   for (int i = 0; i < stall_chunk_lines; ++i)
@@ -661,11 +671,7 @@ std::string stall_chunk(int round) {
 
 TEST_CASE("a client that stops reading with replies queued is closed after "
           "write_timeout_ms, and others are not held up") {
-  auto spec = single_node_config();
-  spec.limits = limits_spec{};
-  spec.limits->max_output_bytes = 64u << 20; // the timeout, not the limit
-  spec.limits->write_timeout_ms = 500;
-  one_node n(spec);
+  one_node n(stall_spec());
   client stalled(n.port());
   client other(n.port());
   // Requests without reading a reply: once the socket buffers are full the
@@ -682,11 +688,7 @@ TEST_CASE("a client that stops reading with replies queued is closed after "
 
 TEST_CASE("a client that reads slowly but steadily is not cut off by "
           "write_timeout_ms") {
-  auto spec = single_node_config();
-  spec.limits = limits_spec{};
-  spec.limits->max_output_bytes = 64u << 20;
-  spec.limits->write_timeout_ms = 500;
-  one_node n(spec);
+  one_node n(stall_spec());
   client c(n.port());
   bool sent = true;
   scoped_thread writer([&] {
