@@ -109,5 +109,6 @@ CAF_ADD_ATOM(herd, herd, timeout_atom, "timeout")
 CAF_ADD_ATOM(herd, herd, status_atom, "status")
 CAF_ADD_ATOM(herd, herd, tick_atom, "tick")
 CAF_ADD_ATOM(herd, herd, drain_atom, "drain")
+CAF_ADD_ATOM(herd, herd, wake_atom, "wake")
 
 CAF_END_TYPE_ID_BLOCK(herd)

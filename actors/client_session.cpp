@@ -20,16 +20,18 @@ namespace {
 using session_ptr =
     client_session_actor::stateful_pointer<client_session_state>;
 
-/// Hands every queued update to its registry shard. Called before a lookup
-/// and before replies are written, so that an acknowledged IAMAT is always
-/// in the registry's mailbox ahead of anything that could observe it.
+/// Hands every queued update to its registry shard's inbox, waking the
+/// shard if the inbox was empty. Called before a lookup and before replies
+/// are written, so that an acknowledged IAMAT is always with the registry
+/// ahead of anything that could observe it (see update_inbox).
 void flush_updates(session_ptr self) {
   auto& st = self->state;
   for (size_t i = 0; i < st.updates.size(); ++i) {
     if (st.updates[i].empty())
       continue;
-    self->send(st.node->registry_shards[i], update_atom::value, st.peer_name,
-               std::move(st.updates[i]));
+    if (st.node->registry_backlogs[i]->inbox.push(st.peer_name,
+                                                  std::move(st.updates[i])))
+      self->send(st.node->registry_shards[i], wake_atom::value);
     st.updates[i] = {};
     if (st.fed_shards.empty())
       st.fed_shards.resize(st.updates.size());

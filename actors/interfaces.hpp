@@ -42,6 +42,9 @@ using location_registry_actor = caf::typed_actor<
     // Stores each update whose client time is strictly newer than the stored
     // one; `origin` is the neighbour it came from, empty for a local client.
     caf::reacts_to<update_atom, std::string, std::vector<location_update>>,
+    // Takes the shard's update inbox (see update_inbox): sent by the session
+    // whose batch found the inbox empty. Every other message takes it too.
+    caf::reacts_to<wake_atom>,
     // Looks up a client's stored AT line and location.
     caf::replies_to<lookup_atom, std::string>::with<lookup_result>,
     // Number of clients stored (tests and metrics).

@@ -37,6 +37,79 @@ void location_registry_state::note_mailbox(size_t waiting) {
     backlog->busy.store(false, std::memory_order_relaxed);
 }
 
+update_inbox::~update_inbox() {
+  take([](const std::string&, std::vector<location_update>&) {});
+}
+
+bool update_inbox::push(std::string origin,
+                        std::vector<location_update> updates) {
+  auto* n = new node{nullptr, std::move(origin), std::move(updates)};
+  n->next = head_.load(std::memory_order_relaxed);
+  while (!head_.compare_exchange_weak(n->next, n, std::memory_order_release,
+                                      std::memory_order_relaxed)) {
+  }
+  return n->next == nullptr;
+}
+
+namespace {
+
+using registry_ptr =
+    location_registry_actor::stateful_pointer<location_registry_state>;
+
+/// Stores a batch, counts it (for `origin`, a neighbour, if not empty) and
+/// floods what was newer to every neighbour but `origin`.
+void apply(registry_ptr self, const std::string& origin,
+           std::vector<location_update>& updates) {
+  auto& st = self->state;
+  uint64_t stored = 0;
+  std::vector<std::string> newer;
+  for (auto& u : updates) {
+    if (auto* rec = st.store(u)) {
+      ++stored;
+      if (!st.links.empty())
+        newer.push_back(rec->at_line);
+    }
+  }
+  metrics::add(metrics::counter::updates_stored, stored);
+  metrics::add(metrics::counter::updates_stale, updates.size() - stored);
+  if (!origin.empty()) {
+    for (size_t i = 0; i < st.links.size(); ++i) {
+      if (st.links[i].first == origin) {
+        metrics::add(i, metrics::peer_counter::updates_received,
+                     updates.size());
+        metrics::add(i, metrics::peer_counter::updates_stale,
+                     updates.size() - stored);
+      }
+    }
+  }
+  if (newer.empty())
+    return;
+  // The AT line travels as is.
+  for (auto& [name, link] : st.links)
+    if (name != origin)
+      self->send(link, flood_atom::value, newer);
+}
+
+/// Where every handler starts: takes the inbox (see update_inbox), then
+/// notes the backlog, the messages still waiting and the batches just
+/// taken. Returns that backlog.
+size_t take_inbox(registry_ptr self, size_t waiting,
+                  metrics::handler_scope* scope = nullptr) {
+  auto& st = self->state;
+  if (st.backlog)
+    waiting +=
+        st.backlog->inbox.take([self](const std::string& origin,
+                                      std::vector<location_update>& updates) {
+          apply(self, origin, updates);
+        });
+  st.note_mailbox(waiting);
+  if (scope != nullptr)
+    scope->mailbox_seen(waiting);
+  return waiting;
+}
+
+} // namespace
+
 location_registry_actor::behavior_type location_registry(
     location_registry_actor::stateful_pointer<location_registry_state> self,
     std::shared_ptr<registry_backlog> backlog) {
@@ -45,46 +118,25 @@ location_registry_actor::behavior_type location_registry(
   self->attach_functor(
       [] { metrics::actor_quit(metrics::actor_kind::location_registry); });
   return {
+      [self](wake_atom) {
+        auto waiting = self->mailbox().size();
+        metrics::handler_scope scope(metrics::actor_kind::location_registry,
+                                     waiting);
+        take_inbox(self, waiting, &scope);
+      },
       [self](update_atom, const std::string& origin,
              std::vector<location_update>& updates) {
         auto waiting = self->mailbox().size();
         metrics::handler_scope scope(metrics::actor_kind::location_registry,
                                      waiting);
-        auto& st = self->state;
-        st.note_mailbox(waiting);
-        uint64_t stored = 0;
-        std::vector<std::string> newer;
-        for (auto& u : updates) {
-          if (auto* rec = st.store(u)) {
-            ++stored;
-            if (!st.links.empty())
-              newer.push_back(rec->at_line);
-          }
-        }
-        metrics::add(metrics::counter::updates_stored, stored);
-        metrics::add(metrics::counter::updates_stale, updates.size() - stored);
-        if (!origin.empty()) {
-          for (size_t i = 0; i < st.links.size(); ++i) {
-            if (st.links[i].first == origin) {
-              metrics::add(i, metrics::peer_counter::updates_received,
-                           updates.size());
-              metrics::add(i, metrics::peer_counter::updates_stale,
-                           updates.size() - stored);
-            }
-          }
-        }
-        if (newer.empty())
-          return;
-        // Every neighbour but the one it came from; the AT line travels as is.
-        for (auto& [name, link] : st.links)
-          if (name != origin)
-            self->send(link, flood_atom::value, newer);
+        take_inbox(self, waiting, &scope);
+        apply(self, origin, updates);
       },
       [self](lookup_atom, const std::string& client_id) -> lookup_result {
         auto waiting = self->mailbox().size();
         metrics::handler_scope scope(metrics::actor_kind::location_registry,
                                      waiting);
-        self->state.note_mailbox(waiting);
+        take_inbox(self, waiting, &scope);
         lookup_result result;
         auto it = self->state.clients.find(client_id);
         if (it == self->state.clients.end())
@@ -99,29 +151,27 @@ location_registry_actor::behavior_type location_registry(
         return result;
       },
       [self](size_atom) -> uint64_t {
-        self->state.note_mailbox(self->mailbox().size());
+        take_inbox(self, self->mailbox().size());
         return self->state.clients.size();
       },
       [self](drain_atom) -> uint64_t {
-        auto waiting = self->mailbox().size();
-        self->state.note_mailbox(waiting);
-        return waiting;
+        return take_inbox(self, self->mailbox().size());
       },
       [self](peers_atom, std::vector<std::string>& names,
              std::vector<peer_link_actor>& links) {
         auto& st = self->state;
-        st.note_mailbox(self->mailbox().size());
+        take_inbox(self, self->mailbox().size());
         st.links.clear();
         for (size_t i = 0; i < names.size() && i < links.size(); ++i)
           st.links.emplace_back(std::move(names[i]), std::move(links[i]));
       },
       [self](digest_atom) -> std::vector<uint64_t> {
-        self->state.note_mailbox(self->mailbox().size());
+        take_inbox(self, self->mailbox().size());
         return self->state.digests;
       },
       [self](records_atom, uint32_t buckets,
              const std::vector<uint32_t>& wanted) -> std::vector<std::string> {
-        self->state.note_mailbox(self->mailbox().size());
+        take_inbox(self, self->mailbox().size());
         std::vector<bool> want(buckets, false);
         for (auto b : wanted)
           if (b < buckets)

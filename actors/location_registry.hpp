@@ -15,17 +15,71 @@
 
 namespace herd {
 
-/// A registry shard's backlog, as the sessions see it. The shard sets `busy`
-/// while more than `limit` messages wait in its mailbox and clears it below
-/// half of that; it writes the flag only when it changes, so reading it on
-/// every batch is cheap. A session that hands the shard updates while it is
-/// busy holds its replies (and so, past max_pending_lines, stops reading)
-/// until the shard has handled them: the backlog stays bounded however fast
-/// clients send.
+/// Sessions' updates on their way to a registry shard: a lock-free stack of
+/// batches that the shard takes whole, in place of one actor message per
+/// batch. At one IAMAT per read, a message per batch was the registry's
+/// whole cost twice over (a mailbox element, the actor's turn, the handler
+/// dispatch); through the inbox, the batches that sessions hand over while
+/// the shard waits for its turn cost it one message, a wake-up, between
+/// them. A batch is in the inbox before its session writes the replies that
+/// acknowledge it, and the shard takes the inbox before it handles any
+/// message, so a lookup (or a drain, a digest, ...) that anyone sends after
+/// seeing an acknowledgement sees the update: the same guarantee a message
+/// ahead of it in the mailbox gave.
+class update_inbox {
+ public:
+  update_inbox() = default;
+  update_inbox(const update_inbox&) = delete;
+  update_inbox& operator=(const update_inbox&) = delete;
+  ~update_inbox();
+
+  /// Adds a batch from `origin` (empty for local clients). True when the
+  /// inbox was empty: then the caller wakes the shard (wake_atom), which
+  /// takes this batch and whatever follows it before the wake-up.
+  bool push(std::string origin, std::vector<location_update> updates);
+
+  /// Calls f(origin, updates) for every batch, each sender's in the order
+  /// it pushed them; returns how many there were.
+  template<class F> size_t take(F f) {
+    node* n = head_.exchange(nullptr, std::memory_order_acquire);
+    node* fifo = nullptr;
+    while (n != nullptr) { // the stack holds the newest first
+      node* next = n->next;
+      n->next = fifo;
+      fifo = n;
+      n = next;
+    }
+    size_t count = 0;
+    while (fifo != nullptr) {
+      std::unique_ptr<node> taken(fifo);
+      fifo = fifo->next;
+      ++count;
+      f(taken->origin, taken->updates);
+    }
+    return count;
+  }
+
+ private:
+  struct node {
+    node* next = nullptr;
+    std::string origin;
+    std::vector<location_update> updates;
+  };
+  std::atomic<node*> head_{nullptr};
+};
+
+/// What the sessions share with a registry shard: its inbox and its backlog.
+/// The shard sets `busy` while more than `limit` messages and inbox batches
+/// wait for it and clears it below half of that; it writes the flag only
+/// when it changes, so reading it on every batch is cheap. A session that
+/// hands the shard updates while it is busy holds its replies (and so, past
+/// max_pending_lines, stops reading) until the shard has handled them: the
+/// backlog stays bounded however fast clients send.
 struct registry_backlog {
   explicit registry_backlog(uint32_t max_waiting) : limit(max_waiting) {}
   const uint32_t limit; ///< 0: never busy
   std::atomic<bool> busy{false};
+  update_inbox inbox;
 };
 
 struct location_registry_state {

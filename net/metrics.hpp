@@ -128,12 +128,17 @@ class handler_scope {
  public:
   handler_scope(actor_kind k, size_t mailbox) noexcept
       : stats_(local().actors[static_cast<size_t>(k)]) {
-    if (mailbox > stats_.max_mailbox.load(std::memory_order_relaxed))
-      stats_.max_mailbox.store(mailbox, std::memory_order_relaxed);
+    mailbox_seen(mailbox);
     auto seen = stats_.messages.load(std::memory_order_relaxed);
     stats_.messages.store(seen + 1, std::memory_order_relaxed);
     if (seen % busy_sample_every == 0)
       start_ = std::chrono::steady_clock::now();
+  }
+  /// Keeps `mailbox` as the largest seen if it is (a backlog learned
+  /// inside the handler).
+  void mailbox_seen(size_t mailbox) noexcept {
+    if (mailbox > stats_.max_mailbox.load(std::memory_order_relaxed))
+      stats_.max_mailbox.store(mailbox, std::memory_order_relaxed);
   }
   ~handler_scope() {
     if (start_ == std::chrono::steady_clock::time_point{})

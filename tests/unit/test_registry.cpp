@@ -1,4 +1,7 @@
 // The location registry on CAF's deterministic test scheduler.
+#include <atomic>
+#include <thread>
+
 #include <catch2/catch.hpp>
 
 #include <caf/actor_system.hpp>
@@ -169,4 +172,108 @@ TEST_CASE("a registry is busy while more than its limit waits, until half of "
   CHECK(stored == 20);
   caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
   sched.run();
+}
+
+namespace {
+
+/// A registry with a backlog (so an inbox) on the test scheduler.
+struct inbox_fixture {
+  test_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scheduler::test_coordinator& sched =
+      dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  std::shared_ptr<registry_backlog> backlog =
+      std::make_shared<registry_backlog>(10);
+  location_registry_actor registry = sys.spawn(location_registry, backlog);
+  caf::scoped_actor self{sys};
+
+  ~inbox_fixture() {
+    caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
+  template<class T> T ask_and_run(T) {
+    sched.run();
+    T result{};
+    self->receive([&](T& x) { result = std::move(x); });
+    return result;
+  }
+
+  uint64_t size() {
+    self->send(registry, size_atom::value);
+    return ask_and_run(uint64_t{});
+  }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(inbox_fixture,
+                 "a registry takes its inbox before the next message it "
+                 "handles, whether or not the wake-up came") {
+  // A session pushes its batch, then writes the AT reply; a lookup caused
+  // by that reply must see the update even if the session's wake-up is
+  // still behind other messages (or was never needed).
+  CHECK(backlog->inbox.push("", {fixture::update("kiwi", 5)}));
+  CHECK_FALSE(backlog->inbox.push("", {fixture::update("kiwi", 6)}));
+  self->send(registry, lookup_atom::value, std::string("kiwi"));
+  auto found = ask_and_run(lookup_result{});
+  REQUIRE(found.found);
+  CHECK(found.at_line == fixture::update("kiwi", 6).at_line);
+  // Taken: the next push finds the inbox empty again.
+  CHECK(backlog->inbox.push("", {fixture::update("apple", 1)}));
+  self->send(registry, wake_atom::value);
+  sched.run();
+  CHECK(size() == 2);
+}
+
+TEST_CASE_METHOD(inbox_fixture,
+                 "batches waiting in the inbox count towards the backlog") {
+  for (int i = 0; i < 20; ++i)
+    backlog->inbox.push("", {fixture::update("c" + std::to_string(i), 1)});
+  self->send(registry, wake_atom::value);
+  CHECK_FALSE(backlog->busy.load());
+  sched.run_once(); // 20 batches were waiting: busy
+  CHECK(backlog->busy.load());
+  self->send(registry, drain_atom::value);
+  CHECK(ask_and_run(uint64_t{}) == 0);
+  CHECK_FALSE(backlog->busy.load()); // nothing waits any more
+  CHECK(size() == 20);
+}
+
+TEST_CASE("an update inbox hands over every batch, each sender's in order, "
+          "while senders push and a taker takes at the same time") {
+  constexpr int senders = 4;
+  constexpr int per_sender = 20'000;
+  update_inbox inbox;
+  std::atomic<int> done{0};
+  std::vector<int64_t> last(senders, -1);
+  size_t taken = 0;
+  bool in_order = true;
+  auto take = [&] {
+    taken += inbox.take(
+        [&](const std::string& origin, std::vector<location_update>& u) {
+          auto s = static_cast<size_t>(std::stoi(origin));
+          if (u.size() != 1 || u[0].time_ns != last[s] + 1)
+            in_order = false;
+          last[s] = u[0].time_ns;
+        });
+  };
+  std::vector<std::thread> threads;
+  for (int s = 0; s < senders; ++s)
+    threads.emplace_back([&, s] {
+      for (int i = 0; i < per_sender; ++i)
+        inbox.push(std::to_string(s), {{"c", i, "AT"}});
+      ++done;
+    });
+  while (done.load() < senders)
+    take();
+  for (auto& t : threads)
+    t.join();
+  take();
+  CHECK(in_order);
+  CHECK(taken == size_t{senders} * per_sender);
+  for (auto l : last)
+    CHECK(l == per_sender - 1);
+  // Empty now: the next push is the one that has to wake the taker.
+  CHECK(inbox.push("0", {}));
 }
