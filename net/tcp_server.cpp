@@ -301,6 +301,10 @@ void connection::on_ready(bool hangup) {
 }
 
 void connection::try_read() {
+  if (lingering_.load()) {
+    drop_until_eof();
+    return;
+  }
   try {
     read_lines();
   } catch (...) {
@@ -579,10 +583,53 @@ void connection::finish() {
 }
 
 void connection::maybe_finish_locked() {
-  if (!finishing_ || writing_ || !queue_.empty() || closed_)
+  if (!finishing_ || writing_ || !queue_.empty() || closed_ ||
+      lingering_.load())
     return;
   ::shutdown(socket_.native_handle(), SHUT_WR);
-  close_locked(close_reason::finished);
+  lingering_.store(true);
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this()] { self->linger(); });
+}
+
+void connection::linger() {
+  if (!socket_.is_open())
+    return;        // closed meanwhile
+  if (read_eof_) { // the usual end: the client half-closed first
+    do_close(close_reason::finished);
+    return;
+  }
+  linger_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor(),
+                                                       finish_linger);
+  linger_timer_->async_wait(
+      [self = shared_from_this()](const boost::system::error_code& ec) {
+        if (!ec)
+          self->do_close(close_reason::finished);
+      });
+  ready_ = true; // whatever is buffered raised its edge already
+  drop_until_eof();
+}
+
+void connection::drop_until_eof() {
+  char* buf = thread_read_buffer();
+  for (int round = 0; round < reads_per_turn; ++round) {
+    if (!ready_ || !socket_.is_open())
+      return;
+    boost::system::error_code ec;
+    size_t n = socket_.read_some(asio::buffer(buf, read_buffer_size), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ready_ = false;
+      return;
+    }
+    if (ec) { // EOF, or the client is gone: nothing left to wait for
+      do_close(close_reason::finished);
+      return;
+    }
+    if (n < read_buffer_size && !hangup_)
+      ready_ = false;
+  }
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this()] { self->drop_until_eof(); });
 }
 
 void connection::close(close_reason why) {
@@ -624,6 +671,8 @@ void connection::do_close(close_reason why) {
     }
     why = close_why_;
   }
+  if (linger_timer_)
+    linger_timer_->cancel();
   partial_.clear();
   partial_.shrink_to_fit();
   std::string().swap(unread_);

@@ -19,6 +19,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 namespace herd::net {
 
@@ -52,6 +53,9 @@ class io_pool {
   std::vector<std::thread> threads_;
   std::atomic<size_t> next_{0};
 };
+
+/// The longest a finished connection waits for its client's EOF.
+inline constexpr std::chrono::milliseconds finish_linger{2000};
 
 struct connection_limits {
   uint32_t max_line_bytes = 4096;
@@ -106,6 +110,11 @@ class connection : public std::enable_shared_from_this<connection> {
   void send(std::string bytes, uint32_t answered);
 
   /// Closes after every queued byte is written (graceful). Any thread.
+  /// If the client may still be sending (no EOF read yet), the connection
+  /// first half-closes, then reads and drops what arrives until the client's
+  /// EOF or for finish_linger at most: closing with unread bytes would make
+  /// the kernel answer with a reset, which can destroy the last reply (a
+  /// refusal) before the client reads it.
   void finish();
 
   /// Closes now. Any thread.
@@ -144,6 +153,8 @@ class connection : public std::enable_shared_from_this<connection> {
   void close_locked(close_reason why); // requires mtx_; handler called later
   void do_close(close_reason why);
   void maybe_finish_locked(); // requires mtx_
+  void linger();              ///< io thread: see finish()
+  void drop_until_eof();      ///< io thread: the reads while lingering
 
   boost::asio::ip::tcp::socket socket_;
   connection_limits limits_;
@@ -167,6 +178,9 @@ class connection : public std::enable_shared_from_this<connection> {
   /// them (the io thread sets the flag, a sender that sees it resumes).
   std::atomic<uint32_t> pending_lines_{0};
   std::atomic<bool> read_paused_{false};
+  /// Written out and half-closed: reads only wait for the client's EOF.
+  std::atomic<bool> lingering_{false};
+  std::unique_ptr<boost::asio::steady_timer> linger_timer_; ///< io thread
 
   // -- the write side, shared by the io thread and senders: under mtx_ --------
   std::mutex mtx_;

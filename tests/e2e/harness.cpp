@@ -695,6 +695,29 @@ bool client::try_send(std::string_view bytes, milliseconds timeout) {
   return true;
 }
 
+bool wait_for_log_after(const std::string& path, std::size_t offset,
+                        std::string_view needle, milliseconds timeout) {
+  auto deadline = steady::now() + timeout;
+  while (true) {
+    auto text = read_file(path);
+    if (text.size() > offset && text.find(needle, offset) != std::string::npos)
+      return true;
+    if (steady::now() >= deadline)
+      return false;
+    ::poll(nullptr, 0, 10);
+  }
+}
+
+bool client::reset_arrived() {
+  if (reset_)
+    return true;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    fail_errno("getsockopt");
+  return err == ECONNRESET;
+}
+
 void client::send(std::string_view bytes, milliseconds timeout) {
   if (!try_send(bytes, timeout))
     throw std::runtime_error("send to port " + std::to_string(port_) +

@@ -43,6 +43,10 @@ const char* places_stub_bin();
 std::string printable(std::string_view bytes);
 
 std::string read_file(const std::string& path);
+/// Waits until `needle` appears in the file (a log) at or after byte
+/// `offset`; false if it has not within `timeout`.
+bool wait_for_log_after(const std::string& path, std::size_t offset,
+                        std::string_view needle, milliseconds timeout);
 void write_file(const std::string& path, std::string_view text);
 bool contains(std::string_view haystack, std::string_view needle);
 /// Case-insensitive (ASCII) search.
@@ -396,6 +400,10 @@ class client {
 
   bool peer_closed() const { return eof_; }
   bool was_reset() const { return reset_; }
+  /// Whether a reset reached the socket, even one that came after the
+  /// server's EOF (which reads cannot see any more): the socket's pending
+  /// error (SO_ERROR) is ECONNRESET. Reads and clears that error.
+  bool reset_arrived();
 
  private:
   bool fill(std::chrono::steady_clock::time_point deadline);

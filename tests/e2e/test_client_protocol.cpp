@@ -713,3 +713,40 @@ TEST_CASE("a client that reads slowly but steadily is not cut off by "
   CHECK(answered == lines);
   CHECK_FALSE(contains(read_file(n.h.log_path("Alpha")), "no write progress"));
 }
+
+TEST_CASE("a refused peer reads its refusal and an orderly close, however "
+          "much it sent behind its hello") {
+  one_node n;
+  client c(n.port());
+  // Half a megabyte behind the hello: more than the node reads before it
+  // refuses, so bytes are still unread when it has written the refusal.
+  // Closing then makes the kernel send a reset, which discards whatever of
+  // the refusal is still unsent or unacknowledged (on loopback it has
+  // always arrived, so the test looks for the reset itself).
+  std::string burst = "HERD-HELLO not-a-hello\n";
+  const std::string filler = "AT Bravo +0.1 x +1+2 1\n";
+  while (burst.size() < 512 * 1024)
+    burst += filler;
+  c.try_send(burst);
+  auto reply = c.read_line();
+  INFO("reply: \"" << printable(reply) << "\"");
+  CHECK(reply.rfind("HERD-REFUSED ", 0) == 0);
+  CHECK(printable(c.read_until_closed()).empty());
+  CHECK(c.peer_closed());
+  CHECK_FALSE(c.reset_arrived());
+  // The node still reads (and drops) what comes, until this side closes.
+  CHECK(c.try_send("more after the refusal\n"));
+  CHECK_FALSE(c.reset_arrived());
+  // And not forever: with this side still open, it closes after
+  // finish_linger. The log names the connection as the refusal did.
+  auto log = n.h.log_path("Alpha");
+  REQUIRE(wait_for_log_after(log, 0, "peer connection refused", default_wait));
+  auto text = read_file(log);
+  auto refused = text.find("peer connection refused");
+  auto line_start = text.rfind('\n', refused) + 1;
+  auto name_start = text.find("client#", line_start);
+  REQUIRE(name_start < refused);
+  auto who = text.substr(name_start, refused - name_start); // "client#N ADDR "
+  CHECK(wait_for_log_after(log, refused, who + "connection closed: finished",
+                           default_wait));
+}

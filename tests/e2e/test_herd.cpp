@@ -121,20 +121,6 @@ config_spec herd_config(const topology& t) {
 
 using log_marks = std::map<std::string, std::size_t>;
 
-/// Waits until `needle` appears in the file at or after byte `offset`.
-bool wait_for_log_after(const std::string& path, std::size_t offset,
-                        std::string_view needle, milliseconds timeout) {
-  auto deadline = steady::now() + timeout;
-  while (true) {
-    auto text = read_file(path);
-    if (text.size() > offset && text.find(needle, offset) != std::string::npos)
-      return true;
-    if (steady::now() >= deadline)
-      return false;
-    ::poll(nullptr, 0, 10);
-  }
-}
-
 /// The complete lines of the file, from byte `offset` on, that hold `needle`.
 std::vector<std::string> log_lines_after(const std::string& path,
                                          std::size_t offset,
