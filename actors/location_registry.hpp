@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/unordered/unordered_flat_map.hpp>
@@ -17,15 +18,15 @@ namespace herd {
 
 /// Sessions' updates on their way to a registry shard: a lock-free stack of
 /// batches that the shard takes whole, in place of one actor message per
-/// batch. At one IAMAT per read, a message per batch was the registry's
-/// whole cost twice over (a mailbox element, the actor's turn, the handler
-/// dispatch); through the inbox, the batches that sessions hand over while
-/// the shard waits for its turn cost it one message, a wake-up, between
-/// them. A batch is in the inbox before its session writes the replies that
-/// acknowledge it, and the shard takes the inbox before it handles any
-/// message, so a lookup (or a drain, a digest, ...) that anyone sends after
-/// seeing an acknowledgement sees the update: the same guarantee a message
-/// ahead of it in the mailbox gave.
+/// batch. At one IAMAT per read, a message per batch (a mailbox element,
+/// the actor's turn, the handler dispatch) cost more than storing the
+/// update; through the inbox, the batches that sessions hand over while the
+/// shard waits for its turn cost it one message, a wake-up, between them. A
+/// batch is in the inbox before its session writes the replies that acknowledge
+/// it, and the shard takes the inbox before it handles any message, so a lookup
+/// (or a drain, a digest, ...) that anyone sends after seeing an
+/// acknowledgement sees the update: the same guarantee a message ahead of it in
+/// the mailbox gave.
 class update_inbox {
  public:
   update_inbox() = default;
@@ -49,10 +50,16 @@ class update_inbox {
       fifo = n;
       n = next;
     }
+    struct rest { // frees what is left if f throws
+      node* first;
+      ~rest() {
+        while (first != nullptr)
+          delete std::exchange(first, first->next);
+      }
+    } left{fifo};
     size_t count = 0;
-    while (fifo != nullptr) {
-      std::unique_ptr<node> taken(fifo);
-      fifo = fifo->next;
+    while (left.first != nullptr) {
+      std::unique_ptr<node> taken(std::exchange(left.first, left.first->next));
       ++count;
       f(taken->origin, taken->updates);
     }
