@@ -463,8 +463,11 @@ size_t connection::deliver(const char* data, size_t size, int64_t now_ns) {
 
 void connection::send(std::string bytes, uint32_t answered) {
   if (answered > 0) {
-    pending_lines_ -= std::min(pending_lines_.load(), answered);
-    if (read_paused_.exchange(false))
+    uint32_t left = pending_lines_ -= std::min(pending_lines_.load(), answered);
+    // A reader paused at the limit resumes once half of it is free again,
+    // so that it hands over the lines it holds in batches, not one line (and
+    // one message to the session) per answer.
+    if (left <= limits_.max_pending_lines / 2 && read_paused_.exchange(false))
       asio::post(socket_.get_executor(),
                  [self = shared_from_this()] { self->try_read(); });
   }

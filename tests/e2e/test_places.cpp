@@ -717,3 +717,46 @@ TEST_CASE("the API key reaches upstream but never a reply or the log") {
             launch) == "OK");
   }
 }
+
+TEST_CASE("a reader paused at the pending-line limit resumes in batches, "
+          "not one line per answer") {
+  // 600 WHATSATs in one write at a limit of 64, and one Places call at a
+  // time, so the replies come back one by one and each answers one line: a
+  // reader resumed on every answer handed the session one line (one actor
+  // message) at a time, over 500 batches. Resumed when half the limit is
+  // free, it hands over at least 32 lines a time.
+  constexpr int lines = 600;
+  auto admin_port = free_port();
+  stubbed_node n(stubbed_node::with_results(3), [&](config_spec& spec) {
+    REQUIRE(spec.places.has_value());
+    spec.places->max_in_flight = 1;
+    spec.limits = limits_spec{};
+    spec.limits->max_pending_lines = 64;
+    spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+  });
+  REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
+  client c(n.port());
+  auto at = locate(c, kiwi);
+  std::string burst;
+  for (int i = 0; i < lines; ++i)
+    burst += "WHATSAT " + kiwi + " 10 1\n";
+  bool sent = false;
+  scoped_thread writer([&] { sent = c.try_send(burst); });
+  for (int i = 0; i < lines; ++i) {
+    auto r = read_whatsat(c);
+    REQUIRE(r.at_line + "\n" == at);
+  }
+  writer.join();
+  CHECK(sent);
+  int status = 0;
+  auto text = http_get(admin_port, "/metrics", status);
+  REQUIRE(status == 200);
+  auto messages = prometheus_value(
+      text,
+      "herd_actor_messages_total{server=\"Alpha\",kind=\"client_session\"}");
+  // The session's messages: one per batch of lines, one per Places reply.
+  auto batches = messages - lines;
+  INFO("client_session messages: " << messages);
+  CHECK(batches > 0);
+  CHECK(batches <= lines / 8);
+}
