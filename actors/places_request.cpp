@@ -61,8 +61,21 @@ places_request_actor::behavior_type places_request(
   st.started = std::chrono::steady_clock::now();
   metrics::actor_spawned(metrics::actor_kind::places_request);
   metrics::add(metrics::counter::places_calls);
-  self->attach_functor(
-      [] { metrics::actor_quit(metrics::actor_kind::places_request); });
+  // A request that ends without quitting (killed, or a handler that threw)
+  // has not answered: its session still gets the reply it holds a slot for,
+  // an UNKNOWN_ERROR saying so, or that connection's later replies would
+  // wait behind the slot for ever.
+  self->attach_functor([session = st.session, seq, at_line = st.at_line,
+                        bound = st.query.bound](const caf::error& reason) {
+    metrics::actor_quit(metrics::actor_kind::places_request);
+    if (!reason)
+      return; // quit() after its reply
+    metrics::add(metrics::counter::places_errors);
+    net::fetch_result failed;
+    failed.error = "request ended: " + caf::to_string(reason);
+    caf::anon_send(session, places_atom::value, seq,
+                   make_whatsat_reply(at_line, failed, bound).bytes);
+  });
   // The completion runs on an io thread: it only forwards to this actor.
   auto handle = caf::actor_cast<places_request_actor>(self);
   try {
