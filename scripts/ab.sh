@@ -52,11 +52,7 @@ threads=${THREADS:-1}
 duration=${DURATION:-3}
 warmup=${WARMUP:-1}
 build=${BUILD_DIR:-build}
-spin=() bpin=()
-if (($(nproc) > 1)); then
-  spin=(taskset -c "${SERVER_CPU:-1}")
-  bpin=(taskset -c "${BENCH_CPU:-0}")
-fi
+pin_server_and_bench
 
 tmp=$(mktemp -d)
 pids=()

@@ -28,3 +28,13 @@ cpu_ticks() {
   read -ra f <<<"$rest"
   echo $((f[11] + f[12]))
 }
+
+# Sets the arrays spin (the server's taskset prefix, SERVER_CPU, default 1)
+# and bpin (herd-bench's, BENCH_CPU, default 0); both empty on one core.
+pin_server_and_bench() {
+  spin=() bpin=()
+  if (($(nproc) > 1)); then
+    spin=(taskset -c "${SERVER_CPU:-1}")
+    bpin=(taskset -c "${BENCH_CPU:-0}")
+  fi
+}

@@ -25,11 +25,7 @@ depth=${DEPTH:-1}
 connections=${CONNECTIONS:-64}
 freq=${FREQ:-4000}
 build=${BUILD_DIR:-build}
-spin=() bpin=()
-if (($(nproc) > 1)); then
-  spin=(taskset -c "${SERVER_CPU:-1}")
-  bpin=(taskset -c "${BENCH_CPU:-0}")
-fi
+pin_server_and_bench
 
 if ! command -v perf >/dev/null; then
   sudo_cmd=()
