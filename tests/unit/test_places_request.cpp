@@ -12,6 +12,8 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <catch2/catch.hpp>
 
+#include "test_scheduler.hpp"
+
 #include "actors/places_request.hpp"
 #include "net/places_client.hpp"
 
@@ -19,12 +21,7 @@ using namespace herd;
 
 namespace {
 
-struct test_config : caf::actor_system_config {
-  test_config() {
-    set("scheduler.policy", caf::atom("testing"));
-    add_message_types<caf::id_block::herd>();
-  }
-};
+using herd::test::test_config;
 
 /// What the stand-in session received: (seq, reply) pairs.
 using received = std::vector<std::pair<uint64_t, std::string>>;

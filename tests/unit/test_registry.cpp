@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_scheduler.hpp"
+
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
@@ -17,12 +19,7 @@ using namespace herd;
 
 namespace {
 
-struct test_config : caf::actor_system_config {
-  test_config() {
-    set("scheduler.policy", caf::atom("testing"));
-    add_message_types<caf::id_block::herd>();
-  }
-};
+using herd::test::test_config;
 
 struct fixture {
   test_config cfg;
