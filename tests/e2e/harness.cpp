@@ -936,6 +936,10 @@ void metrics_sampler::stop() {
   thread_.join();
 }
 
+void enable_admin(config_spec& spec, std::uint16_t port) {
+  spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", port}};
+}
+
 long prometheus_value(const std::string& text, const std::string& series) {
   auto needle = series + " ";
   for (size_t pos = text.find(needle); pos != std::string::npos;

@@ -285,6 +285,10 @@ class metrics_sampler {
 /// `herd_places_waiting{server="Alpha"}`) in a /metrics text, or -1.
 long prometheus_value(const std::string& text, const std::string& series);
 
+/// Turns on `spec`'s admin endpoint (/metrics, /healthz) on `port` of
+/// 127.0.0.1.
+void enable_admin(config_spec& spec, std::uint16_t port);
+
 /// A plain HTTP/1.1 GET over loopback (Connection: close); returns the body
 /// and sets `status`. Throws on a transport error or timeout.
 std::string http_get(std::uint16_t port, const std::string& target, int& status,

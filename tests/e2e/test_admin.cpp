@@ -25,7 +25,7 @@ struct admin_node {
   }
   static config_spec spec(std::uint16_t port) {
     auto s = single_node_config();
-    s.extra["admin"] = {{"host", "127.0.0.1"}, {"port", port}};
+    enable_admin(s, port);
     return s;
   }
   std::uint16_t port() const { return h.port("Alpha"); }
@@ -168,8 +168,7 @@ TEST_CASE("an admin port that is in use stops the start with exit code 1 and "
   auto spec = single_node_config();
   spec.servers = {{"Alpha", free_port()}};
   // The node's own client port is taken by the time the admin port binds.
-  spec.extra["admin"] = {{"host", "127.0.0.1"},
-                         {"port", spec.servers[0].second}};
+  enable_admin(spec, spec.servers[0].second);
   herd h(dir, spec);
   auto err = refused_start(dir, {"Alpha", "--config", h.config_path()}, 1);
   CHECK(contains(err, "\"admin.port\""));

@@ -175,7 +175,7 @@ TEST_CASE("a registry that falls behind holds its senders' replies, and every "
   spec.limits = limits;
   spec.threads = 2;
   auto admin_port = free_port();
-  spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+  enable_admin(spec, admin_port);
   herd h(dir, spec);
   h.start("Alpha");
   REQUIRE(wait_listening(admin_port, default_wait, &h.at("Alpha").proc()));

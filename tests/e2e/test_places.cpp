@@ -456,7 +456,7 @@ TEST_CASE("a burst of WHATSATs in one write keeps no more Places requests "
   stubbed_node n(slow, [&](config_spec& spec) {
     spec.limits = limits_spec{};
     spec.limits->max_pending_lines = limit;
-    spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+    enable_admin(spec, admin_port);
   });
   REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
   client c(n.port());
@@ -503,7 +503,7 @@ TEST_CASE("places.max_in_flight keeps the node's upstream calls at the "
   stubbed_node n(slow, [&](config_spec& spec) {
     REQUIRE(spec.places.has_value());
     spec.places->max_in_flight = limit;
-    spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+    enable_admin(spec, admin_port);
   });
   REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
   std::vector<std::unique_ptr<client>> clients;
@@ -732,7 +732,7 @@ TEST_CASE("a reader paused at the pending-line limit resumes in batches, "
     spec.places->max_in_flight = 1;
     spec.limits = limits_spec{};
     spec.limits->max_pending_lines = 64;
-    spec.extra["admin"] = {{"host", "127.0.0.1"}, {"port", admin_port}};
+    enable_admin(spec, admin_port);
   });
   REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
   client c(n.port());
