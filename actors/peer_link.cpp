@@ -221,7 +221,7 @@ void on_lines(link_ptr self, line_batch& batch) {
       self->send(st.node->registry_shards[i], update_atom::value, st.neighbour,
                  std::move(updates[i]));
   if (st.conn)
-    st.conn->send({}, static_cast<uint32_t>(batch.ends.size()));
+    st.conn->send(std::string_view(), static_cast<uint32_t>(batch.ends.size()));
 }
 
 } // namespace

@@ -462,6 +462,15 @@ size_t connection::deliver(const char* data, size_t size, int64_t now_ns) {
 }
 
 void connection::send(std::string bytes, uint32_t answered) {
+  send_bytes(bytes, &bytes, answered);
+}
+
+void connection::send(std::string_view bytes, uint32_t answered) {
+  send_bytes(bytes, nullptr, answered);
+}
+
+void connection::send_bytes(std::string_view bytes, std::string* owned,
+                            uint32_t answered) {
   if (answered > 0) {
     uint32_t left = pending_lines_ -= std::min(pending_lines_.load(), answered);
     // A reader paused at the limit resumes once half of it is free again,
@@ -488,7 +497,7 @@ void connection::send(std::string bytes, uint32_t answered) {
       return;
     }
     if (n > 0)
-      bytes.erase(0, static_cast<size_t>(n));
+      bytes.remove_prefix(static_cast<size_t>(n));
   }
   // A reader is slow when what it left unread already exceeds the limit;
   // one large write (a catch-up) on a connection that keeps up is fine.
@@ -497,7 +506,12 @@ void connection::send(std::string bytes, uint32_t answered) {
     return;
   }
   queued_bytes_ += bytes.size();
-  queue_.push_back(std::move(bytes));
+  if (owned != nullptr) {
+    owned->erase(0, owned->size() - bytes.size());
+    queue_.push_back(std::move(*owned));
+  } else {
+    queue_.emplace_back(bytes);
+  }
   if (!writing_) {
     writing_ = true;
     asio::post(socket_.get_executor(), [self = shared_from_this()] {

@@ -108,6 +108,9 @@ class connection : public std::enable_shared_from_this<connection> {
   /// (one non-blocking send(2)), which spares the io thread a wake-up per
   /// reply; the rest is queued for the io thread.
   void send(std::string bytes, uint32_t answered);
+  /// The same for bytes the caller keeps: copied only where they cannot
+  /// all be written at once.
+  void send(std::string_view bytes, uint32_t answered);
 
   /// Closes after every queued byte is written (graceful). Any thread.
   /// If the client may still be sending (no EOF read yet), the connection
@@ -149,7 +152,11 @@ class connection : public std::enable_shared_from_this<connection> {
   /// for) and keeps an incomplete last line; returns the bytes used, less
   /// than `size` when lines were left for later.
   size_t deliver(const char* data, size_t size, int64_t now_ns);
-  void write_some();                   // requires mtx_
+  void write_some(); // requires mtx_
+  /// send(): `bytes` are `*owned`'s when `owned` is not null (then moved
+  /// into the queue, not copied).
+  void send_bytes(std::string_view bytes, std::string* owned,
+                  uint32_t answered);
   void close_locked(close_reason why); // requires mtx_; handler called later
   void do_close(close_reason why);
   void maybe_finish_locked(); // requires mtx_
