@@ -20,23 +20,78 @@ namespace {
 using session_ptr =
     client_session_actor::stateful_pointer<client_session_state>;
 
+/// Updates not yet handed to the registry, by shard index.
+using shard_updates = std::vector<std::vector<location_update>>;
+
+/// What the session and the fast path do alike for one IAMAT: appends its
+/// AT reply (without newline) to `out` and returns it, and queues its update
+/// for its registry shard.
+std::string_view answer_iamat(const node_context& node, const proto::iamat& msg,
+                              int64_t received_ns, std::string& out,
+                              shard_updates& updates, size_t batch_lines) {
+  auto start = out.size();
+  proto::append_at(out, node.server_name, received_ns - msg.time_ns, msg);
+  auto at = std::string_view(out).substr(start);
+  if (updates.empty())
+    updates.resize(node.registry_shards.size());
+  auto& list = updates[node.shard_index(msg.client_id)];
+  if (list.capacity() == 0)
+    list.reserve(batch_lines);
+  list.push_back({std::string(msg.client_id), msg.time_ns, std::string(at)});
+  return at;
+}
+
 /// Hands every queued update to its registry shard's inbox, waking the
-/// shard if the inbox was empty. Called before a lookup and before replies
-/// are written, so that an acknowledged IAMAT is always with the registry
-/// ahead of anything that could observe it (see update_inbox).
+/// shard if the inbox was empty; calls fed(shard) for each shard fed.
+template<class Fed>
+void push_updates(const node_context& node, const std::string& origin,
+                  shard_updates& updates, Fed fed) {
+  for (size_t i = 0; i < updates.size(); ++i) {
+    if (updates[i].empty())
+      continue;
+    if (node.registry_backlogs[i]->inbox.push(origin, std::move(updates[i])))
+      caf::anon_send(node.registry_shards[i], wake_atom::value);
+    updates[i] = {};
+    fed(i);
+  }
+}
+
+/// An IAMAT and its AT reply as one line, "in: IAMAT <fields> out: AT
+/// <server> <diff> ...": the rest of the AT line is the IAMAT's own fields,
+/// echoed verbatim, so the line still holds both messages, in half the
+/// bytes of two lines (at full rate the log is most of what a node writes).
+void log_iamat_line(log::message_block& msglog, int64_t when_ns,
+                    std::string_view who, std::string_view line,
+                    std::string_view at) {
+  // "AT <server> <diff>": up to the third space.
+  size_t end = 0;
+  for (int spaces = 0; end < at.size(); ++end)
+    if (at[end] == ' ' && ++spaces == 3)
+      break;
+  msglog.add(when_ns, who, "in", line, {" out: ", at.substr(0, end), " ..."});
+}
+
+/// Hands the session's queued updates to the registry. Called before a
+/// lookup and before replies are written, so that an acknowledged IAMAT is
+/// always with the registry ahead of anything that could observe it (see
+/// update_inbox).
 void flush_updates(session_ptr self) {
   auto& st = self->state;
-  for (size_t i = 0; i < st.updates.size(); ++i) {
-    if (st.updates[i].empty())
-      continue;
-    if (st.node->registry_backlogs[i]->inbox.push(st.peer_name,
-                                                  std::move(st.updates[i])))
-      self->send(st.node->registry_shards[i], wake_atom::value);
-    st.updates[i] = {};
+  push_updates(*st.node, st.peer_name, st.updates, [&st](size_t i) {
     if (st.fed_shards.empty())
       st.fed_shards.resize(st.updates.size());
     st.fed_shards[i] = true;
-  }
+  });
+}
+
+/// Tells the reader that this session is idle (see session_handoff), when
+/// it is: everything it took is answered and written.
+void settle(session_ptr self) {
+  auto& st = self->state;
+  if (st.handoff && st.now == client_session_state::mode::client &&
+      !st.first_line && !st.eof && st.waiting.empty() &&
+      st.drains_pending == 0 && st.out.empty() && st.out_lines == 0)
+    st.handoff->settled.store(st.batches_handled, std::memory_order_release);
 }
 
 void flush_output(session_ptr self);
@@ -61,6 +116,7 @@ bool hold_for_registry(session_ptr self) {
       if (--self->state.drains_pending == 0) {
         flush_output(self);
         maybe_finish(self);
+        settle(self);
       }
     };
     self->request(st.node->registry_shards[i], caf::infinite, drain_atom::value)
@@ -113,21 +169,10 @@ void log_out(session_ptr self, std::string_view reply) {
   st.msglog.add(log_time(st), st.msg_name, "out", reply);
 }
 
-/// An IAMAT and its AT reply as one line, "in: IAMAT <fields> out: AT
-/// <server> <diff> ...": the rest of the AT line is the IAMAT's own fields,
-/// echoed verbatim, so the line still holds both messages, in half the
-/// bytes of two lines (at full rate the log is most of what a node writes).
 void log_iamat(session_ptr self, std::string_view line, std::string_view at) {
   auto& st = self->state;
-  if (!st.node->log_messages)
-    return;
-  // "AT <server> <diff>": up to the third space.
-  size_t end = 0;
-  for (int spaces = 0; end < at.size(); ++end)
-    if (at[end] == ' ' && ++spaces == 3)
-      break;
-  st.msglog.add(log_time(st), st.msg_name, "in", line,
-                {" out: ", at.substr(0, end), " ..."});
+  if (st.node->log_messages)
+    log_iamat_line(st.msglog, log_time(st), st.msg_name, line, at);
 }
 
 /// A reply whose turn may not have come yet.
@@ -176,6 +221,7 @@ void fill_slot(session_ptr self, uint64_t seq, std::string bytes) {
   }
   flush_output(self);
   maybe_finish(self);
+  settle(self);
 }
 
 void handle_whatsat(session_ptr self, const proto::whatsat& msg,
@@ -377,31 +423,20 @@ void handle_line(session_ptr self, std::string_view line, int64_t received_ns) {
   case proto::line_kind::iamat: {
     metrics::add(metrics::counter::in_iamat);
     metrics::add(metrics::counter::out_at);
-    auto& msg = parsed.iam;
-    auto diff = received_ns - msg.time_ns;
-    std::string_view at;
     if (st.waiting.empty()) {
       // The common case: format straight into the output.
-      auto start = st.out.size();
-      proto::append_at(st.out, st.node->server_name, diff, msg);
-      at = std::string_view(st.out).substr(start);
+      auto at = answer_iamat(*st.node, parsed.iam, received_ns, st.out,
+                             st.updates, st.batch_lines);
       log_iamat(self, line, at);
+      st.out += '\n';
       ++st.out_lines;
     } else {
-      proto::append_at(reply, st.node->server_name, diff, msg);
-      at = reply;
+      auto at = answer_iamat(*st.node, parsed.iam, received_ns, reply,
+                             st.updates, st.batch_lines);
       log_iamat(self, line, at);
-      st.waiting.push_back({true, reply + '\n'});
+      reply += '\n';
+      st.waiting.push_back({true, std::move(reply)});
     }
-    auto shard = st.node->shard_index(msg.client_id);
-    if (st.updates.empty())
-      st.updates.resize(st.node->registry_shards.size());
-    if (st.updates[shard].capacity() == 0)
-      st.updates[shard].reserve(st.batch_lines);
-    st.updates[shard].push_back(
-        {std::string(msg.client_id), msg.time_ns, std::string(at)});
-    if (st.waiting.empty())
-      st.out += '\n';
     return;
   }
   case proto::line_kind::whatsat:
@@ -430,11 +465,19 @@ class session_forwarder : public net::connection_handler {
 
   void on_lines(std::string bytes, std::vector<uint32_t> ends,
                 int64_t received_ns) override {
+    if (session_ && node_->iamat_fast_path &&
+        handoff_->settled.load(std::memory_order_acquire) == forwarded_ &&
+        answer_inline(bytes, ends, received_ns))
+      return;
+    ++forwarded_;
     caf::anon_send(session(), lines_atom::value,
                    line_batch{std::move(bytes), std::move(ends), received_ns});
   }
 
-  void on_eof() override { caf::anon_send(session(), eof_atom::value); }
+  void on_eof() override {
+    ++forwarded_;
+    caf::anon_send(session(), eof_atom::value);
+  }
 
   void on_closed(net::close_reason why) override {
     if (session_) {
@@ -452,15 +495,75 @@ class session_forwarder : public net::connection_handler {
 
  private:
   const client_session_actor& session() {
-    if (!session_)
-      session_ = sys_.spawn(client_session, conn_.lock(), node_);
+    if (!session_) {
+      handoff_ = std::make_shared<session_handoff>();
+      session_ = sys_.spawn(client_session, conn_.lock(), node_, handoff_);
+    }
     return session_;
+  }
+
+  /// The fast path: a batch of IAMATs answered here, on the thread that
+  /// read it, while the session is idle (the caller checked), which spares
+  /// the batch a message and the session a turn. It does what the session
+  /// would do, in the same order: the updates go to the registry before the
+  /// replies that acknowledge them are written. Returns false, having done
+  /// nothing, when the batch holds anything but IAMATs or feeds a registry
+  /// shard that is busy (its replies must be held): the session takes it.
+  bool answer_inline(const std::string& bytes,
+                     const std::vector<uint32_t>& ends, int64_t received_ns) {
+    const auto& node = *node_;
+    // The reading thread's scratch space, kept between batches.
+    struct scratch {
+      std::vector<std::pair<std::string_view, proto::iamat>> msgs;
+      shard_updates updates;
+      std::string out;
+      std::string who;
+      log::message_block msglog;
+    };
+    thread_local scratch tls;
+    auto& s = tls;
+    s.msgs.clear();
+    uint32_t begin = 0;
+    for (auto end : ends) {
+      std::string_view line(bytes.data() + begin, end - begin);
+      begin = end;
+      auto parsed = proto::parse_line(line);
+      if (parsed.kind != proto::line_kind::iamat ||
+          node.registry_backlogs[node.shard_index(parsed.iam.client_id)]
+              ->busy.load(std::memory_order_relaxed))
+        return false;
+      s.msgs.emplace_back(line, parsed.iam);
+    }
+    auto conn = conn_.lock();
+    if (!conn)
+      return false;
+    auto lines = static_cast<uint32_t>(s.msgs.size());
+    metrics::add(metrics::counter::fast_path_batches);
+    metrics::add(metrics::counter::in_iamat, lines);
+    metrics::add(metrics::counter::out_at, lines);
+    if (node.log_messages)
+      s.who = "client#" + std::to_string(conn->id());
+    s.out.clear();
+    for (auto& [line, msg] : s.msgs) {
+      auto at = answer_iamat(node, msg, received_ns, s.out, s.updates, lines);
+      if (node.log_messages)
+        log_iamat_line(s.msglog, received_ns, s.who, line, at);
+      s.out += '\n';
+    }
+    push_updates(node, std::string(), s.updates, [](size_t) {});
+    s.msglog.flush();
+    conn->send(std::string_view(s.out), lines);
+    if (s.out.capacity() > 64 * 1024)
+      std::string().swap(s.out); // after a rare large batch
+    return true;
   }
 
   caf::actor_system& sys_;
   std::weak_ptr<net::connection> conn_;
   std::shared_ptr<const node_context> node_;
   client_session_actor session_;
+  std::shared_ptr<session_handoff> handoff_; ///< with the session
+  uint64_t forwarded_ = 0; ///< line batches and EOF sent to the session
 };
 
 } // namespace
@@ -487,8 +590,10 @@ make_session_forwarder(caf::actor_system& sys,
 
 client_session_actor::behavior_type
 client_session(session_ptr self, std::shared_ptr<net::connection> conn,
-               std::shared_ptr<const node_context> node) {
+               std::shared_ptr<const node_context> node,
+               std::shared_ptr<session_handoff> handoff) {
   auto& st = self->state;
+  st.handoff = std::move(handoff);
   st.msg_name = "client#" + std::to_string(conn->id());
   st.log_name = st.msg_name + " " + conn->remote();
   st.conn = std::move(conn);
@@ -498,6 +603,7 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
       [self](lines_atom, line_batch& batch) {
         metrics::handler_scope scope(metrics::actor_kind::client_session,
                                      self->mailbox().size());
+        ++self->state.batches_handled;
         self->state.batch_lines = batch.ends.size();
         self->state.batch_time = batch.received_ns;
         uint32_t begin = 0;
@@ -510,8 +616,10 @@ client_session(session_ptr self, std::shared_ptr<net::connection> conn,
         self->state.batch_time = 0;
         flush_output(self);
         maybe_finish(self); // a refused peer is closed here
+        settle(self);
       },
       [self](eof_atom) {
+        ++self->state.batches_handled;
         self->state.eof = true;
         maybe_finish(self);
       },

@@ -1,6 +1,7 @@
 // The client session: one actor per client connection.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -52,6 +53,21 @@ class slot_queue {
   size_t head_ = 0;
 };
 
+/// What a session shares with its connection's reader for the IAMAT fast
+/// path. The reader counts the line batches (and the EOF) it sends the
+/// session; the session publishes how many it has finished with, but only
+/// while it has nothing in flight: no reply waiting or held, nothing
+/// unwritten, a client connection past its first line. While the two counts
+/// match, the session is idle and will stay so until the reader sends it
+/// something, so the reader may answer a batch of IAMATs itself, on the
+/// thread that read it (see answer_inline in client_session.cpp). The release
+/// store and the acquire load order everything the session wrote before it
+/// went idle ahead of what the reader writes, and the reader's own message
+/// to the session orders what it wrote ahead of the session's next turn.
+struct session_handoff {
+  std::atomic<uint64_t> settled{0};
+};
+
 struct client_session_state {
   std::shared_ptr<net::connection> conn;
   std::shared_ptr<const node_context> node;
@@ -75,9 +91,12 @@ struct client_session_state {
   /// registry shard is catching up with this session's updates).
   uint32_t drains_pending = 0;
   bool eof = false;
-  size_t batch_lines = 0;    ///< lines in the batch being handled
-  int64_t batch_time = 0;    ///< its receive time; 0 outside a batch
-  log::message_block msglog; ///< per-message log lines not yet written
+  /// Shared with the reader (fast path); null where there is none.
+  std::shared_ptr<session_handoff> handoff;
+  uint64_t batches_handled = 0; ///< line batches and EOF taken so far
+  size_t batch_lines = 0;       ///< lines in the batch being handled
+  int64_t batch_time = 0;       ///< its receive time; 0 outside a batch
+  log::message_block msglog;    ///< per-message log lines not yet written
 
   // -- peer mode: a connection that opened with HERD-HELLO
   // ---------------------
@@ -101,7 +120,8 @@ struct client_session_state {
 client_session_actor::behavior_type client_session(
     client_session_actor::stateful_pointer<client_session_state> self,
     std::shared_ptr<net::connection> conn,
-    std::shared_ptr<const node_context> node);
+    std::shared_ptr<const node_context> node,
+    std::shared_ptr<session_handoff> handoff);
 
 /// The handler of a client connection: spawns its session on the first
 /// bytes read and forwards everything to it.

@@ -51,9 +51,10 @@ std::string format_metrics(const std::string& server,
   auto in_delta = d.get(counter::in_iamat) + d.get(counter::in_whatsat) +
                   d.get(counter::in_at) + d.get(counter::in_invalid);
   (void)in_now;
-  fmt::format_to(it, R"("in_per_s":{:.0f},)",
+  fmt::format_to(it, R"("in_per_s":{:.0f},"fast_path_batches":{},)",
                  interval_s > 0 ? static_cast<double>(in_delta) / interval_s
-                                : 0.0);
+                                : 0.0,
+                 now.get(counter::fast_path_batches));
   fmt::format_to(
       it, R"("updates":{{"stored":{},"stale":{},"held":{}}},"peers":{{)",
       now.get(counter::updates_stored), now.get(counter::updates_stale),

@@ -98,6 +98,7 @@ int run_node(const node_options& opts) {
   auto ctx = std::make_shared<node_context>();
   ctx->server_name = opts.name;
   ctx->log_messages = cfg.log_messages;
+  ctx->iamat_fast_path = cfg.iamat_fast_path;
   ctx->peer_secret = std::move(secret);
   ctx->neighbours = cfg.neighbours(opts.name);
   ctx->io = &pool;

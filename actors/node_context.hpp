@@ -22,6 +22,9 @@ struct node_context {
   std::vector<std::shared_ptr<registry_backlog>> registry_backlogs;
   std::shared_ptr<net::places_client> places;
   bool log_messages = true;
+  /// IAMAT batches of an idle session answered by its reader (the session
+  /// and session_handoff in client_session.hpp).
+  bool iamat_fast_path = true;
   /// The herd's shared secret; empty when peers are unauthenticated. Never
   /// logged, never sent: only MACs over it travel.
   std::string peer_secret;

@@ -181,8 +181,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
   auto& obj = r.object(root, "(top level)");
   r.only_keys(obj, "",
               {"servers", "links", "places", "threads", "io_threads",
-               "registry_shards", "log_dir", "log_messages", "peer_secret_env",
-               "limits", "metrics_interval_s", "admin"});
+               "registry_shards", "log_dir", "log_messages", "iamat_fast_path",
+               "peer_secret_env", "limits", "metrics_interval_s", "admin"});
   herd_config cfg;
   auto* servers = obj.if_contains("servers");
   if (!servers)
@@ -248,6 +248,8 @@ herd_config parse_config(const std::string& text, const std::string& origin) {
     r.fail("log_dir", "is empty");
   if (auto* x = obj.if_contains("log_messages"))
     cfg.log_messages = r.boolean(*x, "log_messages");
+  if (auto* x = obj.if_contains("iamat_fast_path"))
+    cfg.iamat_fast_path = r.boolean(*x, "iamat_fast_path");
   if (auto* x = obj.if_contains("metrics_interval_s"))
     cfg.metrics_interval_s =
         static_cast<uint32_t>(r.integer(*x, "metrics_interval_s", 0, 86400));

@@ -61,7 +61,9 @@ struct herd_config {
   uint32_t io_threads = 0; ///< own Asio threads; 0: the scheduler runs sockets
   uint32_t registry_shards = 1;
   std::string log_dir = "logs";
-  bool log_messages = true;         ///< one log line per message in and out
+  bool log_messages = true; ///< one log line per message in and out
+  /// An idle session's IAMAT batches answered on the thread that read them.
+  bool iamat_fast_path = true;
   uint32_t metrics_interval_s = 10; ///< metrics log line period; 0: off
   std::string peer_secret_env = "HERD_PEER_SECRET";
   limits_config limits;

@@ -55,6 +55,8 @@ const char* to_string(counter c) {
     return "updates_stale";
   case counter::updates_held:
     return "updates_held";
+  case counter::fast_path_batches:
+    return "fast_path_batches";
   case counter::places_calls:
     return "places_calls";
   case counter::places_errors:

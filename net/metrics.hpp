@@ -28,7 +28,8 @@ enum class counter : uint16_t {
   out_invalid,
   updates_stored,
   updates_stale,
-  updates_held, ///< reply batches held until a busy registry caught up
+  updates_held,      ///< reply batches held until a busy registry caught up
+  fast_path_batches, ///< IAMAT batches answered without a session message
   places_calls,
   places_errors,   ///< no usable body: transport error, 5xx, not JSON
   places_timeouts, ///< subset of errors: the deadline passed

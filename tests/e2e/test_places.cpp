@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace e2e;
@@ -367,6 +368,90 @@ TEST_CASE("IAMATs behind a slow WHATSAT wait for it while another connection "
   CHECK(contains(a.read_line(), " x.example "));
   CHECK(contains(a.read_line(), " y.example "));
   CHECK(a.read_line() == "? NOPE\n");
+}
+
+namespace {
+
+/// One series from the node's /metrics.
+long metric(std::uint16_t admin_port, const std::string& series) {
+  int status = 0;
+  auto text = http_get(admin_port, "/metrics", status);
+  REQUIRE(status == 200);
+  return prometheus_value(text, series);
+}
+
+const std::string fast_path_series =
+    "herd_fast_path_batches_total{server=\"Alpha\"}";
+
+} // namespace
+
+TEST_CASE("an IAMAT read while a slow WHATSAT is pending on its connection "
+          "is answered after it") {
+  // The first IAMATs find the session idle and are answered on the fast
+  // path; the one read while the WHATSAT waits for upstream must go to the
+  // session, behind the WHATSAT, and the fast path resumes afterwards.
+  stub_options slow = stubbed_node::with_results(3);
+  slow.delay_ms = 400;
+  auto admin_port = free_port();
+  stubbed_node n(slow,
+                 [&](config_spec& spec) { enable_admin(spec, admin_port); });
+  REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
+  client a(n.port());
+  auto at = locate(a, kiwi);
+  // The session goes idle just after its reply is written: one of these
+  // finds it so.
+  for (int i = 0; i < 20 && metric(admin_port, fast_path_series) == 0; ++i)
+    locate(a, "before.example", ucla, std::to_string(1621464828 + i) + ".5");
+  auto fast = metric(admin_port, fast_path_series);
+  REQUIRE(fast > 0);
+
+  a.send("WHATSAT " + kiwi + " 10 3\n");
+  // The IAMAT goes out once the node has read the WHATSAT, so that the two
+  // are separate reads.
+  auto deadline = std::chrono::steady_clock::now() + default_wait;
+  while (metric(admin_port, "herd_in_whatsat_total{server=\"Alpha\"}") < 1 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms); // polling the counter, not a guess
+  a.send(iamat("behind.example", ucla, old_time));
+  auto r = read_whatsat(a);
+  CHECK(r.at_line + "\n" == at);
+  CHECK(r.results().size() == 3);
+  CHECK(contains(a.read_line(), " behind.example "));
+  CHECK(metric(admin_port, fast_path_series) == fast);
+
+  for (int i = 0; i < 20 && metric(admin_port, fast_path_series) == fast; ++i)
+    locate(a, "after.example", ucla, std::to_string(1621464828 + i) + ".5");
+  CHECK(metric(admin_port, fast_path_series) > fast);
+  // Every update was stored, whichever way it went.
+  client b(n.port());
+  b.send("WHATSAT behind.example 10 1\n");
+  CHECK(contains(read_whatsat(b).at_line, " behind.example "));
+}
+
+TEST_CASE("iamat_fast_path off sends every IAMAT through the session, with "
+          "the same replies") {
+  for (bool on : {true, false}) {
+    INFO("iamat_fast_path " << on);
+    auto admin_port = free_port();
+    stubbed_node n(stubbed_node::with_results(3), [&](config_spec& spec) {
+      enable_admin(spec, admin_port);
+      spec.extra["iamat_fast_path"] = on;
+    });
+    REQUIRE(wait_listening(admin_port, default_wait, &n.h->at("Alpha").proc()));
+    client c(n.port());
+    std::string last;
+    for (int i = 0; i < 20; ++i)
+      last = locate(c, kiwi, ucla, std::to_string(1621464828 + i) + ".5");
+    client d(n.port());
+    d.send("WHATSAT " + kiwi + " 10 1\n");
+    CHECK(read_whatsat(d).at_line + "\n" == last);
+    auto fast = metric(admin_port, fast_path_series);
+    if (on)
+      CHECK(fast > 0);
+    else
+      CHECK(fast == 0);
+    CHECK(metric(admin_port, "herd_in_iamat_total{server=\"Alpha\"}") == 20);
+  }
 }
 
 TEST_CASE("a WHATSAT behind a slow one on another connection is not held "

@@ -50,6 +50,7 @@ TEST_CASE("a minimal config gets sane defaults") {
   CHECK(cfg.places.timeout_ms == 5000);
   CHECK(cfg.places.endpoint.rfind("https://maps.googleapis.com/", 0) == 0);
   CHECK(cfg.log_messages);
+  CHECK(cfg.iamat_fast_path);
   CHECK(cfg.limits.max_registry_backlog == 2000);
   CHECK(cfg.limits.write_timeout_ms == 60000);
 }
@@ -72,6 +73,16 @@ TEST_CASE("the registry backlog limit can be set, or turned off with 0") {
   CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 1}},
                      "limits": {"max_registry_backlog": -1}})")
             .find("key \"limits.max_registry_backlog\"") != std::string::npos);
+}
+
+TEST_CASE("the IAMAT fast path can be turned off, with a boolean only") {
+  auto cfg = parse_config(R"({"servers": {"A": {"host": "h", "port": 1}},
+                              "iamat_fast_path": false})",
+                          "test.json");
+  CHECK_FALSE(cfg.iamat_fast_path);
+  CHECK(error_of(R"({"servers": {"A": {"host": "h", "port": 1}},
+                     "iamat_fast_path": "no"})")
+            .find("key \"iamat_fast_path\"") != std::string::npos);
 }
 
 TEST_CASE("an unknown key is an error naming the file and the key") {
