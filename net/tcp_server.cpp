@@ -108,8 +108,16 @@ class read_reactor final : public asio::execution_context::service {
   }
 
   /// Forgets `c` (its socket is closed or about to be, which takes it out
-  /// of the epoll set).
-  void remove(const connection* c) { connections_.erase(c); }
+  /// of the epoll set). During a drain the connection is kept until the
+  /// drain ends: it may be the one reading.
+  void remove(const connection* c) {
+    auto it = connections_.find(c);
+    if (it == connections_.end())
+      return;
+    if (draining_)
+      closed_in_drain_.push_back(std::move(it->second));
+    connections_.erase(it);
+  }
 
  private:
   void shutdown() override {
@@ -161,6 +169,14 @@ class read_reactor final : public asio::execution_context::service {
     std::array<epoll_event, 128> events{};
     int n = 0;
     int batches = 0;
+    struct drain_scope { // a connection that closes while it reads stays
+      read_reactor* r;   // alive until here (see remove)
+      explicit drain_scope(read_reactor* rr) : r(rr) { r->draining_ = true; }
+      ~drain_scope() {
+        r->draining_ = false;
+        r->closed_in_drain_.clear();
+      }
+    } scope(this);
     do {
       n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
                        0);
@@ -169,10 +185,8 @@ class read_reactor final : public asio::execution_context::service {
             static_cast<const connection*>(events[i].data.ptr));
         if (it == connections_.end())
           continue; // closed since
-        // The connection may close (and leave the map) while it reads.
-        auto c = it->second;
-        c->on_ready((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) !=
-                    0);
+        it->second->on_ready(
+            (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
       }
     } while (n == static_cast<int>(events.size()) && ++batches < 4);
   }
@@ -183,6 +197,9 @@ class read_reactor final : public asio::execution_context::service {
       connections_;
   asio::steady_timer sweep_timer_;
   std::chrono::milliseconds sweep_every_{0}; ///< 0: no sweep scheduled
+  bool draining_ = false;
+  /// Connections removed during the drain now running.
+  std::vector<std::shared_ptr<connection>> closed_in_drain_;
 };
 
 asio::execution_context::id read_reactor::id;
@@ -318,13 +335,12 @@ void connection::try_read() {
 void connection::read_lines() {
   if (!handler_ || read_eof_ || (!ready_ && unread_.empty()))
     return;
-  {
-    std::unique_lock<std::mutex> guard(mtx_);
-    if (closed_) { // by another thread: finish the close here
-      guard.unlock();
-      do_close(close_why_);
-      return;
-    }
+  if (closed_.load(std::memory_order_acquire)) {
+    // By another thread: finish the close here. (One that comes later has
+    // shut the socket down, so the read below ends, and its posted
+    // do_close follows.)
+    do_close(close_reason::server_close); // the reason set with the flag wins
+    return;
   }
   char* buf = thread_read_buffer();
   for (int round = 0;; ++round) {
@@ -357,13 +373,18 @@ void connection::read_lines() {
     }
     if (!ready_)
       return;
-    boost::system::error_code rec;
-    size_t n = socket_.read_some(asio::buffer(buf, read_buffer_size), rec);
-    if (rec == asio::error::would_block || rec == asio::error::try_again) {
-      ready_ = false;
+    ssize_t got = ::recv(socket_.native_handle(), buf, read_buffer_size, 0);
+    if (got < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ready_ = false;
+        return;
+      }
+      do_close(close_reason::peer_reset);
       return;
     }
-    if (rec == asio::error::eof) {
+    if (got == 0) {
       read_eof_ = true;
       ready_ = false;
       if (!partial_.empty()) {
@@ -377,10 +398,7 @@ void connection::read_lines() {
       handler_->on_eof();
       return;
     }
-    if (rec) {
-      do_close(close_reason::peer_reset);
-      return;
-    }
+    auto n = static_cast<size_t>(got);
     size_t used = deliver(buf, n, realtime_ns());
     if (!handler_)
       return; // closed (a line too long)
@@ -658,8 +676,8 @@ void connection::close(close_reason why) {
 
 void connection::close_locked(close_reason why) {
   if (!closed_) {
-    closed_ = true;
     close_why_ = why;
+    closed_ = true;
     // Any thread may get here, but the socket object belongs to the io
     // thread: shut the connection down (which wakes a pending read) and
     // leave closing the descriptor to do_close there. The descriptor stays
@@ -678,8 +696,8 @@ void connection::do_close(close_reason why) {
   {
     std::lock_guard<std::mutex> guard(mtx_);
     if (!closed_) {
-      closed_ = true;
       close_why_ = why;
+      closed_ = true;
       queue_.clear();
     }
     if (socket_.is_open()) {

@@ -203,7 +203,8 @@ class connection : public std::enable_shared_from_this<connection> {
   size_t queued_bytes_ = 0;
   bool writing_ = false;
   bool finishing_ = false;
-  bool closed_ = false;
+  /// Written under mtx_; the reader checks it without the lock.
+  std::atomic<bool> closed_{false};
   close_reason close_why_ = close_reason::server_close;
 };
 
