@@ -463,7 +463,7 @@ class session_forwarder : public net::connection_handler {
                     std::shared_ptr<const node_context> node)
       : sys_(sys), conn_(std::move(conn)), node_(std::move(node)) {}
 
-  void on_lines(std::string bytes, std::vector<uint32_t> ends,
+  void on_lines(std::string& bytes, std::vector<uint32_t>& ends,
                 int64_t received_ns) override {
     if (session_ && node_->iamat_fast_path &&
         handoff_->settled.load(std::memory_order_acquire) == forwarded_ &&
@@ -471,7 +471,7 @@ class session_forwarder : public net::connection_handler {
       return;
     ++forwarded_;
     caf::anon_send(session(), lines_atom::value,
-                   line_batch{std::move(bytes), std::move(ends), received_ns});
+                   line_batch{bytes, ends, received_ns});
   }
 
   void on_eof() override {

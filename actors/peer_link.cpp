@@ -20,10 +20,10 @@ class link_forwarder : public net::connection_handler {
  public:
   link_forwarder(peer_link_actor link, uint64_t attempt)
       : link_(std::move(link)), attempt_(attempt) {}
-  void on_lines(std::string bytes, std::vector<uint32_t> ends,
+  void on_lines(std::string& bytes, std::vector<uint32_t>& ends,
                 int64_t received_ns) override {
     caf::anon_send(link_, lines_atom::value, attempt_,
-                   line_batch{std::move(bytes), std::move(ends), received_ns});
+                   line_batch{bytes, ends, received_ns});
   }
   void on_eof() override {
     // The neighbour closed its side: treat like a drop.

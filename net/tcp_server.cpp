@@ -391,9 +391,9 @@ void connection::read_lines() {
         // A last line without '\n' before the half-close still counts.
         std::string last;
         last.swap(partial_);
-        auto size = static_cast<uint32_t>(last.size());
+        std::vector<uint32_t> ends{static_cast<uint32_t>(last.size())};
         ++pending_lines_;
-        handler_->on_lines(std::move(last), {size}, realtime_ns());
+        handler_->on_lines(last, ends, realtime_ns());
       }
       handler_->on_eof();
       return;
@@ -427,8 +427,15 @@ size_t connection::deliver(const char* data, size_t size, int64_t now_ns) {
   const size_t room = pending < limits_.max_pending_lines
                           ? limits_.max_pending_lines - pending
                           : 1; // not reached: try_read reads below it
-  std::string bytes;
-  std::vector<uint32_t> ends;
+  // The thread's batch buffers (see connection_handler::on_lines).
+  thread_local std::string thread_bytes;
+  thread_local std::vector<uint32_t> thread_ends;
+  std::string& bytes = thread_bytes;
+  std::vector<uint32_t>& ends = thread_ends;
+  if (bytes.capacity() > 2 * read_buffer_size) // after a peer's long line
+    std::string().swap(bytes);
+  bytes.clear();
+  ends.clear();
   const char* end = data + size;
   const char* pos = data;
   while (pos < end) {
@@ -436,7 +443,7 @@ size_t connection::deliver(const char* data, size_t size, int64_t now_ns) {
       // The rest waits: its lines are handed over as answers make room.
       if (!ends.empty()) {
         pending_lines_ += static_cast<uint32_t>(ends.size());
-        handler_->on_lines(std::move(bytes), std::move(ends), now_ns);
+        handler_->on_lines(bytes, ends, now_ns);
       }
       return static_cast<size_t>(pos - data);
     }
@@ -474,7 +481,7 @@ size_t connection::deliver(const char* data, size_t size, int64_t now_ns) {
   }
   if (!ends.empty()) {
     pending_lines_ += static_cast<uint32_t>(ends.size());
-    handler_->on_lines(std::move(bytes), std::move(ends), now_ns);
+    handler_->on_lines(bytes, ends, now_ns);
   }
   return size;
 }

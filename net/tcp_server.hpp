@@ -84,8 +84,11 @@ class connection_handler {
  public:
   virtual ~connection_handler() = default;
   /// Complete lines (terminator removed), back to back in `bytes`, each
-  /// ending at the matching offset in `ends`.
-  virtual void on_lines(std::string bytes, std::vector<uint32_t> ends,
+  /// ending at the matching offset in `ends`. Both are the io thread's,
+  /// reused for its next read (which spares a handler that answers at once
+  /// two allocations per read): a handler that keeps the lines copies them
+  /// (a copy is sized to the lines; the buffers may be far larger).
+  virtual void on_lines(std::string& bytes, std::vector<uint32_t>& ends,
                         int64_t received_ns) = 0;
   /// The client half-closed; no more lines will come.
   virtual void on_eof() = 0;

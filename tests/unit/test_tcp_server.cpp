@@ -29,7 +29,7 @@ class echo_handler : public herd::net::connection_handler {
                std::promise<herd::net::close_reason>& closed)
       : conn_(std::move(conn)), closed_(closed) {}
 
-  void on_lines(std::string bytes, std::vector<uint32_t> ends,
+  void on_lines(std::string& bytes, std::vector<uint32_t>& ends,
                 int64_t) override {
     auto conn = conn_.lock();
     uint32_t begin = 0;
