@@ -24,33 +24,49 @@ using session_ptr =
 using shard_updates = std::vector<std::vector<location_update>>;
 
 /// What the session and the fast path do alike for one IAMAT: appends its
-/// AT reply (without newline) to `out` and returns it, and queues its update
-/// for its registry shard.
+/// AT reply (without newline) to `out` and returns it, and appends its
+/// update to `list`.
 std::string_view answer_iamat(const node_context& node, const proto::iamat& msg,
                               int64_t received_ns, std::string& out,
-                              shard_updates& updates, size_t batch_lines) {
+                              std::vector<location_update>& list) {
   auto start = out.size();
   proto::append_at(out, node.server_name, received_ns - msg.time_ns, msg);
   auto at = std::string_view(out).substr(start);
-  if (updates.empty())
-    updates.resize(node.registry_shards.size());
-  auto& list = updates[node.shard_index(msg.client_id)];
-  if (list.capacity() == 0)
-    list.reserve(batch_lines);
   list.push_back({std::string(msg.client_id), msg.time_ns, std::string(at)});
   return at;
 }
 
-/// Hands every queued update to its registry shard's inbox, waking the
-/// shard if the inbox was empty; calls fed(shard) for each shard fed.
+/// The list of `updates` for `client_id`'s shard, made on first use.
+std::vector<location_update>& shard_list(const node_context& node,
+                                         shard_updates& updates,
+                                         std::string_view client_id,
+                                         size_t batch_lines) {
+  if (updates.empty())
+    updates.resize(node.registry_shards.size());
+  auto& list = updates[node.shard_index(client_id)];
+  if (list.capacity() == 0)
+    list.reserve(batch_lines);
+  return list;
+}
+
+/// Hands `list` to registry shard `i`'s inbox, waking the shard if the
+/// inbox was empty.
+void push_to_shard(const node_context& node, size_t i,
+                   const std::string& origin,
+                   std::vector<location_update> list) {
+  if (node.registry_backlogs[i]->inbox.push(origin, std::move(list)))
+    caf::anon_send(node.registry_shards[i], wake_atom::value);
+}
+
+/// Hands every queued update to its registry shard; calls fed(shard) for
+/// each shard fed.
 template<class Fed>
 void push_updates(const node_context& node, const std::string& origin,
                   shard_updates& updates, Fed fed) {
   for (size_t i = 0; i < updates.size(); ++i) {
     if (updates[i].empty())
       continue;
-    if (node.registry_backlogs[i]->inbox.push(origin, std::move(updates[i])))
-      caf::anon_send(node.registry_shards[i], wake_atom::value);
+    push_to_shard(node, i, origin, std::move(updates[i]));
     updates[i] = {};
     fed(i);
   }
@@ -426,13 +442,15 @@ void handle_line(session_ptr self, std::string_view line, int64_t received_ns) {
     if (st.waiting.empty()) {
       // The common case: format straight into the output.
       auto at = answer_iamat(*st.node, parsed.iam, received_ns, st.out,
-                             st.updates, st.batch_lines);
+                             shard_list(*st.node, st.updates,
+                                        parsed.iam.client_id, st.batch_lines));
       log_iamat(self, line, at);
       st.out += '\n';
       ++st.out_lines;
     } else {
       auto at = answer_iamat(*st.node, parsed.iam, received_ns, reply,
-                             st.updates, st.batch_lines);
+                             shard_list(*st.node, st.updates,
+                                        parsed.iam.client_id, st.batch_lines));
       log_iamat(self, line, at);
       reply += '\n';
       st.waiting.push_back({true, std::move(reply)});
@@ -544,13 +562,23 @@ class session_forwarder : public net::connection_handler {
     if (node.log_messages)
       s.who = "client#" + std::to_string(conn->id());
     s.out.clear();
+    // One shard (the default) takes one list, built here.
+    const bool one_shard = node.registry_shards.size() == 1;
+    std::vector<location_update> list;
+    if (one_shard)
+      list.reserve(lines);
     for (auto& [line, msg] : s.msgs) {
-      auto at = answer_iamat(node, msg, received_ns, s.out, s.updates, lines);
+      auto at = answer_iamat(
+          node, msg, received_ns, s.out,
+          one_shard ? list : shard_list(node, s.updates, msg.client_id, lines));
       if (node.log_messages)
         log_iamat_line(s.msglog, received_ns, s.who, line, at);
       s.out += '\n';
     }
-    push_updates(node, std::string(), s.updates, [](size_t) {});
+    if (one_shard)
+      push_to_shard(node, 0, std::string(), std::move(list));
+    else
+      push_updates(node, std::string(), s.updates, [](size_t) {});
     s.msglog.flush();
     conn->send(std::string_view(s.out), lines);
     if (s.out.capacity() > 64 * 1024)
