@@ -451,6 +451,11 @@ TEST_CASE("iamat_fast_path off sends every IAMAT through the session, with "
     else
       CHECK(fast == 0);
     CHECK(metric(admin_port, "herd_in_iamat_total{server=\"Alpha\"}") == 20);
+    // Logged alike, an IAMAT and its AT on one line, the last one too.
+    CHECK(wait_for_file_containing(n.h->log_path("Alpha"),
+                                   "in: IAMAT " + kiwi + " " + ucla + " " +
+                                       std::to_string(1621464828 + 19) +
+                                       ".5 out: AT Alpha +"));
   }
 }
 
