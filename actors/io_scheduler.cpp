@@ -29,6 +29,23 @@ namespace {
 /// A worker that keeps finding jobs still reads its sockets this often.
 constexpr size_t io_poll_interval = 64;
 
+/// Asio handlers a worker runs before it looks at its job queue again.
+/// io_context::poll() runs until nothing is ready, and under steady load
+/// something always is: a socket handler that answers IAMATs itself (the
+/// fast path) makes the next requests arrive while it runs, and the jobs
+/// queued meanwhile (the registry taking its inbox) waited for as long as
+/// the load lasted.
+constexpr size_t io_handlers_per_turn = 16;
+
+/// Runs the ready Asio handlers, at most io_handlers_per_turn of them;
+/// returns how many ran.
+size_t poll_some(asio::io_context& io) {
+  size_t n = 0;
+  while (n < io_handlers_per_turn && io.poll_one() > 0)
+    ++n;
+  return n;
+}
+
 /// An idle worker wakes this often to try to steal a job (from one worker
 /// chosen at random), the interval CAF's own policy polls at when idle. So a
 /// job queued behind a long handler is taken over within a few intervals
@@ -143,7 +160,7 @@ class io_policy : public caf::policy::unprofiled {
     }
     if (++data.since_io >= io_poll_interval) {
       data.since_io = 0;
-      data.io->poll();
+      poll_some(*data.io);
     }
     for (;;) {
       if (auto* job = data.queue.take_head())
@@ -151,7 +168,7 @@ class io_policy : public caf::policy::unprofiled {
       data.since_io = 0;
       // The ready socket handlers, without waiting; each read enqueues its
       // session here, and the loop then runs them.
-      if (data.io->poll() > 0)
+      if (poll_some(*data.io) > 0)
         continue;
       if (auto* job = try_steal(self))
         return job;

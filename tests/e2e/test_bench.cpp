@@ -201,6 +201,44 @@ TEST_CASE("a registry that falls behind holds its senders' replies, and every "
   CHECK(std::stoull(value) > 0); // the hold was taken
 }
 
+TEST_CASE("under a steady pipelined IAMAT load the registry keeps its turn: "
+          "no reply is held for it") {
+  // Socket handlers answer these IAMATs themselves (the fast path), so
+  // under a steady load there is always a socket ready; a worker that ran
+  // every ready socket handler before its next job left the registry's
+  // turn waiting for as long as the load lasted (tens of thousands of
+  // batches in its inbox, replies held for it, stalls of half a second).
+  temp_dir dir;
+  auto spec = single_node_config();
+  spec.threads = 1;
+  auto admin_port = free_port();
+  enable_admin(spec, admin_port);
+  herd h(dir, spec);
+  h.start("Alpha");
+  REQUIRE(wait_listening(admin_port, default_wait, &h.at("Alpha").proc()));
+
+  auto r = run_bench(dir, h.port("Alpha"),
+                     {"--connections", "64", "--depth", "16", "--warmup", "0",
+                      "--duration", "20", "--max-requests", "600000"});
+  INFO(describe(r.status) << "\nstdout:\n" << r.out << "\nstderr:\n" << r.err);
+  REQUIRE(r.status.exited);
+  CHECK(r.status.code == 0);
+  REQUIRE_FALSE(r.result.empty());
+  CHECK(r.result.at("errors").as_int64() == 0);
+
+  int status = 0;
+  auto metrics = http_get(admin_port, "/metrics", status);
+  REQUIRE(status == 200);
+  INFO("metrics:\n" << metrics);
+  CHECK(prometheus_value(metrics,
+                         "herd_fast_path_batches_total{server=\"Alpha\"}") > 0);
+  CHECK(prometheus_value(metrics,
+                         "herd_updates_held_total{server=\"Alpha\"}") == 0);
+  // At most a round of reads (one batch per connection) waits for it.
+  CHECK(prometheus_value(metrics, "herd_actor_max_mailbox{server=\"Alpha\","
+                                  "kind=\"location_registry\"}") <= 2 * 64);
+}
+
 TEST_CASE("herd-bench refuses a WHATSAT reply whose JSON is broken") {
   temp_dir dir;
   // The fake's framing is right: with a sound body the run is clean...
