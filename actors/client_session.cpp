@@ -556,7 +556,9 @@ class session_forwarder : public net::connection_handler {
     if (!conn)
       return false;
     auto lines = static_cast<uint32_t>(s.msgs.size());
-    metrics::add(metrics::counter::fast_path_batches);
+    // The session's work, done here: its time counts as the session's.
+    metrics::work_scope scope(metrics::counter::fast_path_batches,
+                              metrics::actor_kind::client_session);
     metrics::add(metrics::counter::in_iamat, lines);
     metrics::add(metrics::counter::out_at, lines);
     if (node.log_messages)

@@ -157,6 +157,37 @@ class handler_scope {
   std::chrono::steady_clock::time_point start_{}; ///< unset: not sampled
 };
 
+/// Counts one unit of counter `c` and samples its time, as handler_scope
+/// does (one in busy_sample_every of them, counted that many times), into
+/// the busy time of actor kind `k`, without counting a message: work done
+/// for an actor outside its handlers (the IAMAT fast path, for
+/// client_session, counted in fast_path_batches).
+class work_scope {
+ public:
+  work_scope(counter c, actor_kind k) noexcept
+      : stats_(local().actors[static_cast<size_t>(k)]) {
+    auto& n = local().counters[static_cast<size_t>(c)];
+    auto seen = n.load(std::memory_order_relaxed);
+    n.store(seen + 1, std::memory_order_relaxed);
+    if (seen % busy_sample_every == 0)
+      start_ = std::chrono::steady_clock::now();
+  }
+  ~work_scope() {
+    if (start_ == std::chrono::steady_clock::time_point{})
+      return;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now() - start_)
+                  .count();
+    bump(stats_.busy_ns, static_cast<uint64_t>(ns) * busy_sample_every);
+  }
+  work_scope(const work_scope&) = delete;
+  work_scope& operator=(const work_scope&) = delete;
+
+ private:
+  actor_stats& stats_;
+  std::chrono::steady_clock::time_point start_{}; ///< unset: not sampled
+};
+
 /// A peer link's state as a process-wide gauge (written by its link only).
 enum class link_state : uint8_t { down, connecting, handshake, syncing, up };
 const char* to_string(link_state s);

@@ -53,3 +53,24 @@ TEST_CASE("handler time is sampled on one message in busy_sample_every and "
     CHECK(a.max_mailbox >= 2);
   }
 }
+
+TEST_CASE("work done for an actor outside its handlers counts in its busy "
+          "time and in its own counter, not as messages") {
+  using namespace std::chrono_literals;
+  constexpr auto every = metrics::busy_sample_every;
+  auto before = metrics::take_snapshot();
+  std::thread([&] {
+    for (uint64_t i = 0; i < every; ++i) {
+      metrics::work_scope scope(metrics::counter::fast_path_batches,
+                                metrics::actor_kind::client_session);
+      auto until = steady_clock::now() + (i == 0 ? 2ms : 0ms);
+      while (steady_clock::now() < until) {
+      }
+    }
+  }).join();
+  auto d = metrics::delta(metrics::take_snapshot(), before);
+  auto& a = d.actors[static_cast<size_t>(metrics::actor_kind::client_session)];
+  CHECK(d.get(metrics::counter::fast_path_batches) == every);
+  CHECK(a.messages == 0);
+  CHECK(a.busy_ns >= every * 2'000'000);
+}
