@@ -2,6 +2,7 @@
 #include "net/places_client.hpp"
 #include "net/places_json.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -1624,10 +1625,16 @@ TEST_CASE("with max_in_flight, searches past it wait and go out in arrival "
   ioc.run_for(std::chrono::seconds(20));
   REQUIRE(finished.size() == 8);
   CHECK(good == 8);
-  // The first two raced each other; every later one started only when one
-  // finished, in the order they were asked for.
-  CHECK(std::vector<int>(finished.begin() + 2, finished.end()) ==
-        std::vector<int>{2, 3, 4, 5, 6, 7});
+  // Search i (from 0) starts only when i - 1 others have finished, the
+  // waiting ones in the order they were asked for, so at least i - 1
+  // finish before it. (Finishing order is not fixed beyond that: search 2,
+  // started when 0 finished, may finish before 1.)
+  INFO("finished in the order " << ::Catch::Detail::stringify(finished));
+  for (int i = 2; i < 8; ++i) {
+    auto pos =
+        std::find(finished.begin(), finished.end(), i) - finished.begin();
+    CHECK(pos >= i - 1);
+  }
   auto after = client.stats();
   CHECK(after.in_flight == 0);
   CHECK(after.waiting == 0);
