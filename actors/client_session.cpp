@@ -487,12 +487,16 @@ class session_forwarder : public net::connection_handler {
         handoff_->settled.load(std::memory_order_acquire) == forwarded_ &&
         answer_inline(bytes, ends, received_ns))
       return;
+    // Replies this connection's earlier reads left for the end of the
+    // round go out before anything the session writes.
+    net::flush_round_writes();
     ++forwarded_;
     caf::anon_send(session(), lines_atom::value,
                    line_batch{bytes, ends, received_ns});
   }
 
   void on_eof() override {
+    net::flush_round_writes();
     ++forwarded_;
     caf::anon_send(session(), eof_atom::value);
   }
@@ -582,7 +586,8 @@ class session_forwarder : public net::connection_handler {
     else
       push_updates(node, std::string(), s.updates, [](size_t) {});
     s.msglog.flush();
-    conn->send(std::string_view(s.out), lines);
+    // Written with the round's other replies (see send_after_reads).
+    conn->send_after_reads(s.out, lines);
     if (s.out.capacity() > 64 * 1024)
       std::string().swap(s.out); // after a rare large batch
     return true;

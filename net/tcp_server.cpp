@@ -53,6 +53,61 @@ const char* to_string(close_reason r) {
   return "unknown";
 }
 
+// -- rounds of reads ----------------------------------------------------------
+
+namespace {
+
+/// Replies held back by send_after_reads() until the round of reads on
+/// this thread ends.
+struct round_writes {
+  struct entry {
+    std::shared_ptr<connection> conn;
+    size_t begin = 0, end = 0; ///< in `bytes`
+    uint32_t answered = 0;
+  };
+  std::string bytes;
+  std::vector<entry> entries;
+  int open_rounds = 0;
+};
+
+round_writes& thread_round_writes() {
+  thread_local round_writes w;
+  return w;
+}
+
+/// A round of reads on this thread; the outermost writes what was held
+/// back when it ends.
+class read_round {
+ public:
+  read_round() { ++thread_round_writes().open_rounds; }
+  ~read_round() {
+    if (--thread_round_writes().open_rounds == 0)
+      flush_round_writes();
+  }
+  read_round(const read_round&) = delete;
+  read_round& operator=(const read_round&) = delete;
+};
+
+} // namespace
+
+void flush_round_writes() {
+  auto& w = thread_round_writes();
+  if (w.entries.empty())
+    return;
+  // Entries added while flushing (none are expected) wait for the next.
+  auto entries = std::move(w.entries);
+  w.entries.clear();
+  std::string_view all(w.bytes);
+  for (auto& e : entries)
+    e.conn->send(all.substr(e.begin, e.end - e.begin), e.answered);
+  w.bytes.clear();
+  if (w.bytes.capacity() > 1u << 20)
+    std::string().swap(w.bytes); // after a rare large round
+  entries.clear();
+  if (w.entries.empty())
+    w.entries.swap(entries); // keep the capacity
+}
+
 // -- the read reactor -------------------------------------------------------
 
 namespace {
@@ -177,6 +232,7 @@ class read_reactor final : public asio::execution_context::service {
         r->closed_in_drain_.clear();
       }
     } scope(this);
+    read_round round; // ends before the scope: connections are still kept
     do {
       n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
                        0);
@@ -318,6 +374,7 @@ void connection::on_ready(bool hangup) {
 }
 
 void connection::try_read() {
+  read_round round;
   if (lingering_.load()) {
     drop_until_eof();
     return;
@@ -492,6 +549,17 @@ void connection::send(std::string bytes, uint32_t answered) {
 
 void connection::send(std::string_view bytes, uint32_t answered) {
   send_bytes(bytes, nullptr, answered);
+}
+
+void connection::send_after_reads(std::string_view bytes, uint32_t answered) {
+  auto& w = thread_round_writes();
+  if (w.open_rounds == 0) {
+    send(bytes, answered);
+    return;
+  }
+  auto begin = w.bytes.size();
+  w.bytes += bytes;
+  w.entries.push_back({shared_from_this(), begin, w.bytes.size(), answered});
 }
 
 void connection::send_bytes(std::string_view bytes, std::string* owned,

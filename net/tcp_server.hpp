@@ -114,6 +114,13 @@ class connection : public std::enable_shared_from_this<connection> {
   /// The same for bytes the caller keeps: copied only where they cannot
   /// all be written at once.
   void send(std::string_view bytes, uint32_t answered);
+  /// For a read handler answering on the io thread: the bytes are written
+  /// when the round of reads that called it ends (every ready socket of
+  /// the round read), together with the round's other replies, so that a
+  /// client waiting for them is woken once rather than once a socket.
+  /// Outside a round it is send(). Anything else written to this
+  /// connection after it must wait for flush_round_writes().
+  void send_after_reads(std::string_view bytes, uint32_t answered);
 
   /// Closes after every queued byte is written (graceful). Any thread.
   /// If the client may still be sending (no EOF read yet), the connection
@@ -210,6 +217,9 @@ class connection : public std::enable_shared_from_this<connection> {
   std::atomic<bool> closed_{false};
   close_reason close_why_ = close_reason::server_close;
 };
+
+/// Writes what send_after_reads() held back on this thread now.
+void flush_round_writes();
 
 /// Accepts connections on one address and hands each to `on_accept`.
 class listener : public std::enable_shared_from_this<listener> {

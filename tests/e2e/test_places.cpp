@@ -428,6 +428,40 @@ TEST_CASE("an IAMAT read while a slow WHATSAT is pending on its connection "
   CHECK(contains(read_whatsat(b).at_line, " behind.example "));
 }
 
+TEST_CASE("IAMATs then a WHATSAT then IAMATs in one write larger than a "
+          "read are answered in order") {
+  // With room for every line, one round of reads takes the whole write:
+  // the first read, IAMATs only, is answered on the fast path with its
+  // replies held for the end of the round; the next, with the WHATSAT, goes
+  // to the session (the replies held are written first), and the IAMATs
+  // behind the WHATSAT wait for it there.
+  stubbed_node n(stubbed_node::with_results(3), [](config_spec& spec) {
+    spec.limits = limits_spec{};
+    spec.limits->max_pending_lines = 4096;
+  });
+  client c(n.port());
+  locate(c, kiwi);
+  constexpr int before = 1500; // about 120 KB: more than one 64 KiB read
+  constexpr int after = 50;
+  std::string burst;
+  for (int i = 0; i < before; ++i)
+    burst += iamat("c" + std::to_string(i) + ".example", ucla, old_time);
+  burst += "WHATSAT " + kiwi + " 10 2\n";
+  for (int i = 0; i < after; ++i)
+    burst += iamat("d" + std::to_string(i) + ".example", ucla, old_time);
+  bool sent = false;
+  scoped_thread writer([&] { sent = c.try_send(burst); });
+  for (int i = 0; i < before; ++i)
+    REQUIRE(contains(c.read_line(), " c" + std::to_string(i) + ".example "));
+  auto r = read_whatsat(c);
+  CHECK(contains(r.at_line, " " + kiwi + " "));
+  CHECK(r.results().size() == 2);
+  for (int i = 0; i < after; ++i)
+    REQUIRE(contains(c.read_line(), " d" + std::to_string(i) + ".example "));
+  writer.join();
+  CHECK(sent);
+}
+
 TEST_CASE("iamat_fast_path off sends every IAMAT through the session, with "
           "the same replies") {
   for (bool on : {true, false}) {

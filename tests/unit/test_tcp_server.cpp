@@ -22,7 +22,10 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-/// Answers "ok <line>" to every line, and throws on a line "boom".
+/// Answers "ok <line>" to every line, and throws on a line "boom". A line
+/// "later X" is answered "held X" at the end of the round of reads
+/// (send_after_reads), and "now X" with "direct X" at once, after what was
+/// held (flush_round_writes).
 class echo_handler : public herd::net::connection_handler {
  public:
   echo_handler(std::weak_ptr<herd::net::connection> conn,
@@ -34,14 +37,24 @@ class echo_handler : public herd::net::connection_handler {
     auto conn = conn_.lock();
     uint32_t begin = 0;
     std::string out;
+    uint32_t answered = 0;
     for (auto end : ends) {
       std::string line = bytes.substr(begin, end - begin);
       begin = end;
       if (line == "boom")
         throw std::runtime_error("a handler bug");
-      out += "ok " + line + "\n";
+      if (line.rfind("later ", 0) == 0) {
+        conn->send_after_reads("held " + line.substr(6) + "\n", 1);
+      } else if (line.rfind("now ", 0) == 0) {
+        herd::net::flush_round_writes();
+        conn->send("direct " + line.substr(4) + "\n", 1);
+      } else {
+        out += "ok " + line + "\n";
+        ++answered;
+      }
     }
-    conn->send(std::move(out), static_cast<uint32_t>(ends.size()));
+    if (answered > 0)
+      conn->send(std::move(out), answered);
   }
   void on_eof() override {}
   void on_closed(herd::net::close_reason why) override {
@@ -143,4 +156,24 @@ TEST_CASE_METHOD(fixture, "an accept callback that throws drops that "
   next.connect({asio::ip::make_address("127.0.0.1"), listener->port()});
   CHECK(ask(next, "hello") == "ok hello\n");
   CHECK(accepted.load() == 2);
+}
+
+TEST_CASE_METHOD(fixture, "replies held for the end of the round of reads "
+                          "are written, in order, before what follows a "
+                          "flush") {
+  asio::io_context client_ctx;
+  tcp::socket s(client_ctx);
+  s.connect({asio::ip::make_address("127.0.0.1"), listener->port()});
+  asio::write(s, asio::buffer(std::string("later a\nlater b\n")));
+  std::string want = "held a\nheld b\n";
+  std::string got(want.size(), '\0');
+  asio::read(s, asio::buffer(got));
+  CHECK(got == want);
+  // One read: "a" is held, the flush writes it before "direct b".
+  asio::write(s, asio::buffer(std::string("later a\nnow b\nlater c\n")));
+  want = "held a\ndirect b\nheld c\n";
+  got.assign(want.size(), '\0');
+  asio::read(s, asio::buffer(got));
+  CHECK(got == want);
+  CHECK(ask(s, "plain") == "ok plain\n");
 }
