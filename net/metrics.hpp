@@ -122,18 +122,47 @@ inline void actor_quit(actor_kind k) noexcept {
 /// only a few messages has its first one timed.
 inline constexpr uint64_t busy_sample_every = 8;
 
+/// Adds one to `n` (this thread's) and returns what it was.
+inline uint64_t count_one(std::atomic<uint64_t>& n) noexcept {
+  auto seen = n.load(std::memory_order_relaxed);
+  n.store(seen + 1, std::memory_order_relaxed);
+  return seen;
+}
+
+/// Times the `seen`-th unit of some work into `stats`' busy time if it is
+/// one of the sampled ones (see busy_sample_every), counted that many times
+/// over. Use as a guard.
+class busy_sample {
+ public:
+  busy_sample(actor_stats& stats, uint64_t seen) noexcept : stats_(stats) {
+    if (seen % busy_sample_every == 0)
+      start_ = std::chrono::steady_clock::now();
+  }
+  ~busy_sample() {
+    if (start_ == std::chrono::steady_clock::time_point{})
+      return;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now() - start_)
+                  .count();
+    bump(stats_.busy_ns, static_cast<uint64_t>(ns) * busy_sample_every);
+  }
+  busy_sample(const busy_sample&) = delete;
+  busy_sample& operator=(const busy_sample&) = delete;
+
+ private:
+  actor_stats& stats_;
+  std::chrono::steady_clock::time_point start_{}; ///< unset: not sampled
+};
+
 /// Counts one handled message of an actor kind, samples its time (see
 /// busy_sample_every), and keeps the largest mailbox seen. Use as a guard
 /// at the top of a handler.
 class handler_scope {
  public:
   handler_scope(actor_kind k, size_t mailbox) noexcept
-      : stats_(local().actors[static_cast<size_t>(k)]) {
+      : stats_(local().actors[static_cast<size_t>(k)]),
+        sample_(stats_, count_one(stats_.messages)) {
     mailbox_seen(mailbox);
-    auto seen = stats_.messages.load(std::memory_order_relaxed);
-    stats_.messages.store(seen + 1, std::memory_order_relaxed);
-    if (seen % busy_sample_every == 0)
-      start_ = std::chrono::steady_clock::now();
   }
   /// Keeps `mailbox` as the largest seen if it is (a backlog learned
   /// inside the handler).
@@ -141,51 +170,24 @@ class handler_scope {
     if (mailbox > stats_.max_mailbox.load(std::memory_order_relaxed))
       stats_.max_mailbox.store(mailbox, std::memory_order_relaxed);
   }
-  ~handler_scope() {
-    if (start_ == std::chrono::steady_clock::time_point{})
-      return;
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::steady_clock::now() - start_)
-                  .count();
-    bump(stats_.busy_ns, static_cast<uint64_t>(ns) * busy_sample_every);
-  }
-  handler_scope(const handler_scope&) = delete;
-  handler_scope& operator=(const handler_scope&) = delete;
 
  private:
   actor_stats& stats_;
-  std::chrono::steady_clock::time_point start_{}; ///< unset: not sampled
+  busy_sample sample_;
 };
 
 /// Counts one unit of counter `c` and samples its time, as handler_scope
-/// does (one in busy_sample_every of them, counted that many times), into
-/// the busy time of actor kind `k`, without counting a message: work done
-/// for an actor outside its handlers (the IAMAT fast path, for
+/// does, into the busy time of actor kind `k`, without counting a message:
+/// work done for an actor outside its handlers (the IAMAT fast path, for
 /// client_session, counted in fast_path_batches).
 class work_scope {
  public:
   work_scope(counter c, actor_kind k) noexcept
-      : stats_(local().actors[static_cast<size_t>(k)]) {
-    auto& n = local().counters[static_cast<size_t>(c)];
-    auto seen = n.load(std::memory_order_relaxed);
-    n.store(seen + 1, std::memory_order_relaxed);
-    if (seen % busy_sample_every == 0)
-      start_ = std::chrono::steady_clock::now();
-  }
-  ~work_scope() {
-    if (start_ == std::chrono::steady_clock::time_point{})
-      return;
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::steady_clock::now() - start_)
-                  .count();
-    bump(stats_.busy_ns, static_cast<uint64_t>(ns) * busy_sample_every);
-  }
-  work_scope(const work_scope&) = delete;
-  work_scope& operator=(const work_scope&) = delete;
+      : sample_(local().actors[static_cast<size_t>(k)],
+                count_one(local().counters[static_cast<size_t>(c)])) {}
 
  private:
-  actor_stats& stats_;
-  std::chrono::steady_clock::time_point start_{}; ///< unset: not sampled
+  busy_sample sample_;
 };
 
 /// A peer link's state as a process-wide gauge (written by its link only).
