@@ -47,6 +47,41 @@ bench_run run_bench(const temp_dir& dir, std::uint16_t port,
   return r;
 }
 
+/// Requires a run that exited 0 with a RESULT line and no errors.
+void require_clean(const bench_run& r) {
+  INFO(describe(r.status) << "\nstdout:\n" << r.out << "\nstderr:\n" << r.err);
+  REQUIRE(r.status.exited);
+  CHECK(r.status.code == 0);
+  REQUIRE_FALSE(r.result.empty());
+  CHECK(r.result.at("errors").as_int64() == 0);
+}
+
+/// Node "Alpha" from `spec`, started, with its admin endpoint on.
+struct admin_node {
+  std::uint16_t admin_port;
+  herd h;
+
+  admin_node(const temp_dir& dir, config_spec spec)
+      : admin_port(free_port()), h(dir, with_admin(spec, admin_port)) {
+    h.start("Alpha");
+    REQUIRE(wait_listening(admin_port, default_wait, &h.at("Alpha").proc()));
+  }
+
+  /// The node's /metrics now.
+  std::string metrics() const {
+    int status = 0;
+    auto text = http_get(admin_port, "/metrics", status);
+    REQUIRE(status == 200);
+    return text;
+  }
+
+ private:
+  static config_spec& with_admin(config_spec& spec, std::uint16_t port) {
+    enable_admin(spec, port);
+    return spec;
+  }
+};
+
 /// A server that answers like a node, except that a WHATSAT reply carries
 /// `body` as its JSON: enough to see herd-bench judge the JSON.
 class fake_node {
@@ -174,31 +209,20 @@ TEST_CASE("a registry that falls behind holds its senders' replies, and every "
   limits.max_registry_backlog = 1;
   spec.limits = limits;
   spec.threads = 2;
-  auto admin_port = free_port();
-  enable_admin(spec, admin_port);
-  herd h(dir, spec);
-  h.start("Alpha");
-  REQUIRE(wait_listening(admin_port, default_wait, &h.at("Alpha").proc()));
+  admin_node n(dir, spec);
 
-  auto r = run_bench(dir, h.port("Alpha"),
+  auto r = run_bench(dir, n.h.port("Alpha"),
                      {"--connections", "32", "--depth", "16", "--clients",
                       "200", "--mix", "iamat=4,whatsat=1", "--warmup", "0",
                       "--duration", "10", "--max-requests", "40000"});
-  INFO(describe(r.status) << "\nstdout:\n" << r.out << "\nstderr:\n" << r.err);
-  REQUIRE(r.status.exited);
-  CHECK(r.status.code == 0);
-  REQUIRE_FALSE(r.result.empty());
-  CHECK(r.result.at("errors").as_int64() == 0);
+  require_clean(r);
   CHECK(r.result.at("total_requests").as_int64() == 40000);
 
-  int status = 0;
-  auto metrics = http_get(admin_port, "/metrics", status);
-  REQUIRE(status == 200);
-  auto at = metrics.find("herd_updates_held_total{");
-  REQUIRE(at != std::string::npos);
-  auto value = metrics.substr(metrics.find("} ", at) + 2);
+  auto metrics = n.metrics();
   INFO("metrics:\n" << metrics);
-  CHECK(std::stoull(value) > 0); // the hold was taken
+  // The hold was taken.
+  CHECK(prometheus_value(metrics, "herd_updates_held_total{server=\"Alpha\"}") >
+        0);
 }
 
 TEST_CASE("under a steady pipelined IAMAT load the registry keeps its turn: "
@@ -211,24 +235,14 @@ TEST_CASE("under a steady pipelined IAMAT load the registry keeps its turn: "
   temp_dir dir;
   auto spec = single_node_config();
   spec.threads = 1;
-  auto admin_port = free_port();
-  enable_admin(spec, admin_port);
-  herd h(dir, spec);
-  h.start("Alpha");
-  REQUIRE(wait_listening(admin_port, default_wait, &h.at("Alpha").proc()));
+  admin_node n(dir, spec);
 
-  auto r = run_bench(dir, h.port("Alpha"),
+  auto r = run_bench(dir, n.h.port("Alpha"),
                      {"--connections", "64", "--depth", "16", "--warmup", "0",
                       "--duration", "20", "--max-requests", "600000"});
-  INFO(describe(r.status) << "\nstdout:\n" << r.out << "\nstderr:\n" << r.err);
-  REQUIRE(r.status.exited);
-  CHECK(r.status.code == 0);
-  REQUIRE_FALSE(r.result.empty());
-  CHECK(r.result.at("errors").as_int64() == 0);
+  require_clean(r);
 
-  int status = 0;
-  auto metrics = http_get(admin_port, "/metrics", status);
-  REQUIRE(status == 200);
+  auto metrics = n.metrics();
   INFO("metrics:\n" << metrics);
   CHECK(prometheus_value(metrics,
                          "herd_fast_path_batches_total{server=\"Alpha\"}") > 0);
