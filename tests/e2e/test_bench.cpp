@@ -225,6 +225,37 @@ TEST_CASE("a registry that falls behind holds its senders' replies, and every "
         0);
 }
 
+TEST_CASE("IAMATs and WHATSATs pipelined on four threads hand connections "
+          "between the fast path and the sessions with every reply right and "
+          "in order") {
+  // One WHATSAT in five: each takes its connection from the fast path to
+  // its session until the Places reply is written, and back. herd-bench
+  // checks every reply against its request, in order, per connection.
+  temp_dir dir;
+  stub_options so;
+  so.results = 5;
+  places_stub stub(dir, so);
+  auto spec = single_node_config(stub.endpoint());
+  spec.threads = 4;
+  admin_node n(dir, spec);
+
+  auto r = run_bench(dir, n.h.port("Alpha"),
+                     {"--connections", "32", "--depth", "4", "--clients", "100",
+                      "--mix", "iamat=4,whatsat=1", "--warmup", "0",
+                      "--duration", "10", "--max-requests", "40000"});
+  require_clean(r);
+  CHECK(r.result.at("total_requests").as_int64() == 40000);
+
+  auto metrics = n.metrics();
+  INFO("metrics:\n" << metrics);
+  CHECK(prometheus_value(metrics,
+                         "herd_fast_path_batches_total{server=\"Alpha\"}") > 0);
+  CHECK(prometheus_value(metrics, "herd_actor_messages_total{server=\"Alpha\","
+                                  "kind=\"client_session\"}") > 0);
+  CHECK(prometheus_value(metrics, "herd_in_whatsat_total{server=\"Alpha\"}") >
+        0);
+}
+
 TEST_CASE("under a steady pipelined IAMAT load the registry keeps its turn: "
           "no reply is held for it") {
   // Socket handlers answer these IAMATs themselves (the fast path), so
