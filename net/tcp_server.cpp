@@ -94,18 +94,22 @@ void flush_round_writes() {
   auto& w = thread_round_writes();
   if (w.entries.empty())
     return;
-  // Entries added while flushing (none are expected) wait for the next.
-  auto entries = std::move(w.entries);
-  w.entries.clear();
   std::string_view all(w.bytes);
-  for (auto& e : entries)
-    e.conn->send(all.substr(e.begin, e.end - e.begin), e.answered);
+  for (auto& e : w.entries) {
+    try {
+      e.conn->send(all.substr(e.begin, e.end - e.begin), e.answered);
+    } catch (...) {
+      // Out of memory queueing the rest: that connection's replies are
+      // lost, so it is closed (as a handler that throws closes its own);
+      // the round's other connections still get theirs. Runs from
+      // ~read_round, which must not throw.
+      e.conn->close(close_reason::server_close);
+    }
+  }
+  w.entries.clear();
   w.bytes.clear();
   if (w.bytes.capacity() > 1u << 20)
     std::string().swap(w.bytes); // after a rare large round
-  entries.clear();
-  if (w.entries.empty())
-    w.entries.swap(entries); // keep the capacity
 }
 
 // -- the read reactor -------------------------------------------------------
