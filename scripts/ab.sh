@@ -54,13 +54,7 @@ warmup=${WARMUP:-1}
 build=${BUILD_DIR:-build}
 pin_server_and_bench
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+tmp_dir_and_pids
 
 endpoint=
 if [[ -n ${STUB_RESULTS:-} ]]; then

@@ -38,3 +38,16 @@ pin_server_and_bench() {
     bpin=(taskset -c "${BENCH_CPU:-0}")
   fi
 }
+
+# Makes a temporary directory ($tmp) and an empty list of started processes
+# ($pids), and at exit kills those processes (by PID) and removes the
+# directory.
+tmp_dir_and_pids() {
+  tmp=$(mktemp -d)
+  pids=()
+  trap _cleanup_tmp_and_pids EXIT
+}
+_cleanup_tmp_and_pids() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}

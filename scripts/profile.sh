@@ -36,13 +36,7 @@ if ! command -v perf >/dev/null; then
       "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends linux-perf >/dev/null; }
 fi
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+tmp_dir_and_pids
 data=${PERF_DATA:-$tmp/perf.data}
 
 port=$(free_port)
