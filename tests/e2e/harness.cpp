@@ -949,4 +949,11 @@ long prometheus_value(const std::string& text, const std::string& series) {
   return -1;
 }
 
+std::string scrape_metrics(std::uint16_t admin_port) {
+  int status = 0;
+  auto text = http_get(admin_port, "/metrics", status);
+  REQUIRE(status == 200);
+  return text;
+}
+
 } // namespace e2e

@@ -294,6 +294,9 @@ void enable_admin(config_spec& spec, std::uint16_t port);
 std::string http_get(std::uint16_t port, const std::string& target, int& status,
                      milliseconds timeout = default_wait);
 
+/// The /metrics text of the admin endpoint on `admin_port`; requires a 200.
+std::string scrape_metrics(std::uint16_t admin_port);
+
 // -- herd nodes ---------------------------------------------------------------
 
 struct launch_options {

@@ -68,12 +68,7 @@ struct admin_node {
   }
 
   /// The node's /metrics now.
-  std::string metrics() const {
-    int status = 0;
-    auto text = http_get(admin_port, "/metrics", status);
-    REQUIRE(status == 200);
-    return text;
-  }
+  std::string metrics() const { return scrape_metrics(admin_port); }
 
  private:
   static config_spec& with_admin(config_spec& spec, std::uint16_t port) {

@@ -374,10 +374,7 @@ namespace {
 
 /// One series from the node's /metrics.
 long metric(std::uint16_t admin_port, const std::string& series) {
-  int status = 0;
-  auto text = http_get(admin_port, "/metrics", status);
-  REQUIRE(status == 200);
-  return prometheus_value(text, series);
+  return prometheus_value(scrape_metrics(admin_port), series);
 }
 
 const std::string fast_path_series =
@@ -657,9 +654,7 @@ TEST_CASE("places.max_in_flight keeps the node's upstream calls at the "
       REQUIRE(r.status() == "OK");
     }
   sampler.stop();
-  int status = 0;
-  auto text = http_get(admin_port, "/metrics", status);
-  REQUIRE(status == 200);
+  auto text = scrape_metrics(admin_port);
   INFO(sampler.samples() << " samples; last /metrics:\n" << text);
   REQUIRE(sampler.samples() > 0);
   CHECK(most_in_flight.load() <= limit);
@@ -872,9 +867,7 @@ TEST_CASE("a reader paused at the pending-line limit resumes in batches, "
   }
   writer.join();
   CHECK(sent);
-  int status = 0;
-  auto text = http_get(admin_port, "/metrics", status);
-  REQUIRE(status == 200);
+  auto text = scrape_metrics(admin_port);
   auto messages = prometheus_value(
       text,
       "herd_actor_messages_total{server=\"Alpha\",kind=\"client_session\"}");
